@@ -1,0 +1,71 @@
+"""Post-import hook that lets the hosts find vsraq-modifier without an explicit import.
+
+Imported at every interpreter start by ``vsraq_modifier.pth``; it must stay cheap:
+stdlib only, no torch. It installs a meta-path finder that waits for one of the
+target modules below to be imported and, right after that module has executed,
+calls the plugin's registration function for it. Nothing else is touched.
+
+Set ``VSRAQ_DISABLE_HOOK=1`` to switch it off.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+# module imported by the host -> "package.module:function" called after it executed
+TARGETS: dict[str, str] = {
+    "llmcompressor.modifiers.factory": (
+        "vsraq_modifier.integrations.llmcompressor.register:on_factory_import"
+    ),
+    "auto_round.cli.parser": "vsraq_modifier.integrations.autoround.cli:on_parser_import",
+}
+
+
+def _run_callback(target: str, module: object) -> None:
+    mod_name, func_name = target.split(":")
+    callback = getattr(importlib.import_module(mod_name), func_name)
+    callback(module)
+
+
+class _PostImportLoader(importlib.abc.Loader):
+    def __init__(self, wrapped: importlib.abc.Loader, target: str) -> None:
+        self._wrapped = wrapped
+        self._target = target
+
+    def create_module(self, spec):  # noqa: ANN001 - importlib protocol
+        return self._wrapped.create_module(spec)
+
+    def exec_module(self, module) -> None:  # noqa: ANN001
+        self._wrapped.exec_module(module)
+        _run_callback(self._target, module)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001
+        callback = TARGETS.get(fullname)
+        if callback is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PostImportLoader(spec.loader, callback)
+                return spec
+        return None
+
+
+def install() -> None:
+    """Install the finder once (idempotent); already-imported targets run now."""
+    if os.environ.get("VSRAQ_DISABLE_HOOK"):
+        return
+    if any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PostImportFinder())
+
+
+install()
