@@ -1,0 +1,5 @@
+import sys
+
+from vsraq_modifier.cli import main
+
+sys.exit(main())

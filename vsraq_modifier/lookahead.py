@@ -1,0 +1,87 @@
+"""Look-ahead: the logits of the next MoE router downstream of a block.
+
+A block's own router sits upstream of its experts, so a loss on it cannot reach the
+expert weights (docs/objective.md). The next router downstream can: this module runs
+the (full-precision, untuned) decoder layers between a block and that router on the
+block's output and stops at the router, returning its logits with the autograd graph
+intact. Host-agnostic: both integrations call it with the host's layer kwargs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsraq_modifier.routers.base import RouterSite
+
+__all__ = ["LookaheadPath", "next_router_path", "router_logits_through"]
+
+
+class _ReachedRouter(Exception):
+    """Raised by the router hook to stop the forward pass at the router."""
+
+
+class LookaheadPath:
+    """The layers from just after a tuned block up to (and including) the decoder
+    layer that holds the next MoE router ``site``."""
+
+    def __init__(self, layers: Sequence[nn.Module], site: RouterSite) -> None:
+        if not layers:
+            raise ValueError("a look-ahead path needs at least the router's layer")
+        self.layers = list(layers)
+        self.site = site
+
+    def __call__(self, hidden: torch.Tensor, **layer_kwargs: Any) -> torch.Tensor:
+        return router_logits_through(self.layers, self.site, hidden, **layer_kwargs)
+
+
+def next_router_path(
+    layers: Sequence[nn.Module], sites: Sequence[RouterSite], block_index: int
+) -> LookaheadPath | None:
+    """The path from decoder layer ``block_index`` to the next MoE router after it,
+    or None when ``block_index`` is at or after the last MoE layer."""
+    later = [s for s in sites if s.layer > block_index]
+    if not later:
+        return None
+    nxt = min(later, key=lambda s: s.layer)
+    return LookaheadPath(layers[block_index + 1 : nxt.layer + 1], nxt)
+
+
+def router_logits_through(
+    layers: Sequence[nn.Module],
+    site: RouterSite,
+    hidden: torch.Tensor,
+    **layer_kwargs: Any,
+) -> torch.Tensor:
+    """Run ``layers`` on ``hidden`` and return ``site``'s router logits [T, E].
+
+    The last layer is stopped as soon as its router has run (its experts are not
+    computed). Gradients flow from the logits back to ``hidden``.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        captured["logits"] = site.logits(output)
+        raise _ReachedRouter
+
+    handle = site.router.register_forward_hook(hook)
+    try:
+        x = hidden
+        for layer in layers[:-1]:
+            out = layer(x, **layer_kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        try:
+            layers[-1](x, **layer_kwargs)
+        except _ReachedRouter:
+            pass
+    finally:
+        handle.remove()
+    if "logits" not in captured:
+        raise RuntimeError(
+            f"look-ahead: the router of layer {site.layer} ({site.name}) did not run "
+            "in its decoder layer's forward; the adapter points at the wrong module"
+        )
+    return captured["logits"]
