@@ -25,9 +25,23 @@ TARGETS: dict[str, str] = {
 
 
 def _run_callback(target: str, module: object) -> None:
+    """Call the plugin's registration; a failure warns instead of breaking the
+    host's own import (the host still works, only without vsraq)."""
     mod_name, func_name = target.split(":")
-    callback = getattr(importlib.import_module(mod_name), func_name)
-    callback(module)
+    try:
+        callback = getattr(importlib.import_module(mod_name), func_name)
+        callback(module)
+    except Exception as e:  # noqa: BLE001 - must never break the host import
+        import warnings
+
+        warnings.warn(
+            f"vsraq-modifier could not register with {module.__name__!r} "
+            f"({target}): {e!r}. The host works without VSRAQ; reinstall "
+            "vsraq-modifier or import vsraq_modifier's integration explicitly "
+            "(docs/errors.md).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 class _PostImportLoader(importlib.abc.Loader):

@@ -2,7 +2,9 @@
 
 The .pth line imports ``_vsraq_modifier_hook``, a stdlib-only module that installs a
 post-import hook (no torch, no host import). It must be present for wheel *and*
-editable installs, so it goes into both ``force_include`` maps.
+editable installs, so it goes into both ``force_include`` maps. (An editable install
+finds ``_vsraq_modifier_hook.py`` itself in the source tree: its own path ``.pth``
+sorts, and so runs, before ours.)
 """
 
 from __future__ import annotations
@@ -19,5 +21,3 @@ class CustomBuildHook(BuildHookInterface):
         pth = Path(self.root) / "vsraq_modifier" / "_hook.pth"
         build_data["force_include"][str(pth)] = PTH_NAME
         build_data.setdefault("force_include_editable", {})[str(pth)] = PTH_NAME
-        hook = Path(self.root) / "_vsraq_modifier_hook.py"
-        build_data["force_include_editable"][str(hook)] = hook.name
