@@ -49,6 +49,9 @@ class RouterSpec:
     - ``scaling``: routed_scaling_factor applied to the weights.
     - ``score_dtype``: dtype the scores are computed in ("float32" or "input").
     - ``weight_dtype``: dtype of the returned weights ("input", "float32").
+    - ``sorted_topk``: the model's top-k returns its experts best first; False
+      where it calls ``torch.topk(sorted=False)`` (DeepSeek-V3 family; group-limited
+      selection is always unsorted). Only the order of ``indices`` depends on it.
     """
 
     num_experts: int
@@ -64,6 +67,7 @@ class RouterSpec:
     score_dtype: Literal["float32", "input"] = "float32"
     weight_dtype: Literal["input", "float32"] = "input"
     logits_dtype: Literal["float32", "input"] = "input"
+    sorted_topk: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.top_k <= self.num_experts:
@@ -170,7 +174,7 @@ def route(logits: torch.Tensor, spec: RouterSpec) -> Routing:
     choice = scores
     if spec.group_limited:
         choice = scores.masked_fill(~group_mask(scores, spec), float("-inf"))
-    sorted_ = not spec.group_limited
+    sorted_ = spec.sorted_topk and not spec.group_limited
     indices = torch.topk(choice, k=spec.top_k, dim=-1, sorted=sorted_)[1]
     weights = _weights_of(logits, base, indices, spec)
     return Routing(logits=logits, scores=scores, indices=indices, weights=weights)
