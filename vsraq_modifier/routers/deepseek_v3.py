@@ -26,7 +26,9 @@ __all__ = ["DeepseekV3Adapter", "sigmoid_group_spec"]
 def sigmoid_group_spec(config: Any, router: nn.Module, block: nn.Module) -> RouterSpec:
     """The DeepSeek-V3 routing rule, shared by GLM-4-MoE and Nemotron-H.
 
-    ``bias`` is the router's live buffer (not a copy): it follows device moves.
+    ``bias`` is the router's buffer itself, not a copy; ``model.to()`` replaces
+    buffers, so call ``find_routers`` again after moving or casting the model
+    (route() casts the bias to the logits' device and dtype either way).
     """
     cfg = text_config(config)
     bias = getattr(router, "e_score_correction_bias", None)

@@ -126,7 +126,7 @@ def test_hook_on_site_router_gives_the_logits_route_needs(family, dtype):
     assert seen == {s.layer: 1 for s in sites}
 
 
-def test_spec_bias_is_the_live_correction_buffer():
+def test_spec_bias_is_the_routers_correction_buffer():
     model = _model("deepseek_v3")
     site = find_routers(model)[0]
     assert site.spec.bias is site.router.e_score_correction_bias
