@@ -4,6 +4,7 @@ bit for bit, in float32 and bfloat16, on random inputs and on exact ties."""
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import pytest
@@ -132,3 +133,37 @@ def test_spec_bias_is_the_routers_correction_buffer():
     assert site.spec.bias is site.router.e_score_correction_bias
     assert site.spec.group_limited and not site.spec.sorted_topk
     assert site.spec.norm_eps == 1e-20 and site.spec.scaling == 2.5
+
+
+#: family -> RouterSpec fields that, if the adapter dropped them, must change the
+#: decision on the tiny model (so the exact-match tests above can catch it)
+FLAG_CHANGES = {
+    "qwen3_moe": {"normalize": False},
+    "qwen2_moe": {"normalize": True},
+    "mixtral": {"normalize": False},
+    "olmoe": {"normalize": True},
+    "deepseek_v3": {"bias": None, "n_group": 1, "topk_group": 1, "scaling": 1.0},
+    "glm4_moe": {"bias": None, "n_group": 1, "topk_group": 1, "scaling": 1.0},
+    "gpt_oss": {"weight_fn": "scores"},
+    "nemotron_h": {"bias": None, "topk_group": 2, "scaling": 1.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("family", "field"), [(f, k) for f, d in FLAG_CHANGES.items() for k in d]
+)
+def test_tiny_configs_exercise_every_routing_flag(family, field):
+    model = _model(family)
+    site = find_routers(model)[-1]
+    router = randomise_router(site.router, seed=3)
+    spec = site.adapter.spec_for(model.config, router, site.block)
+    changes = {field: FLAG_CHANGES[family][field]}
+    if field == "n_group":  # no groups at all
+        changes["topk_group"] = 1
+    wrong = dataclasses.replace(spec, **changes)
+    hidden = torch.randn(257, model.config.hidden_size, generator=torch.Generator())
+    with torch.no_grad():
+        out = router(hidden)
+    assert_same_decision(out, spec, out[0])
+    with pytest.raises(AssertionError):
+        assert_same_decision(out, wrong, out[0])
