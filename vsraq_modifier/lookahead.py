@@ -20,6 +20,9 @@ from vsraq_modifier.routers.base import RouterSite
 __all__ = ["LookaheadPath", "next_router_path", "router_logits_through"]
 
 
+_CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "cache_params", "use_cache"})
+
+
 class _ReachedRouter(Exception):
     """Raised by the router hook to stop the forward pass at the router."""
 
@@ -62,6 +65,8 @@ def router_logits_through(
     computed). Gradients flow from the logits back to ``hidden``.
     """
     captured: dict[str, torch.Tensor] = {}
+    # A KV cache would be appended to on every call (and keep old graphs alive).
+    layer_kwargs = {k: v for k, v in layer_kwargs.items() if k not in _CACHE_KWARGS}
 
     def hook(_module: nn.Module, _args: Any, output: Any) -> None:
         captured["logits"] = site.logits(output)
