@@ -124,3 +124,16 @@ def test_forcing_reaches_the_experts(family: str) -> None:
     for layer, target in forcing.targets.items():
         assert torch.equal(seen[layer].reshape(target.shape).long(), target), layer
     assert not torch.allclose(plain, forced)
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "deepseek_v3"])
+def test_identical_bfloat16_models_and_oracle(family: str) -> None:
+    reference = tiny_model(family, seed=5, dtype=torch.bfloat16)
+    copy = tiny_model(family, seed=5, dtype=torch.bfloat16)
+    report = evaluate_routing(
+        reference, [("copy", "", copy)], TOKENS, seq_len=48, oracle=True, progress=False
+    )
+    (m,) = report.models
+    assert m.dtype == report.reference_dtype == "bfloat16"
+    assert m.mean("jaccard") == 1.0 and m.kl == 0.0
+    assert m.oracle_perplexity == m.perplexity == report.reference_perplexity
