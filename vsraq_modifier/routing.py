@@ -184,8 +184,11 @@ def dense_weights(
     logits: torch.Tensor, indices: torch.Tensor, spec: RouterSpec
 ) -> torch.Tensor:
     """Routing weights [T, E] for the given selection (zeros elsewhere), as a
-    differentiable function of ``logits``; computed in float32."""
-    logits = logits.reshape(-1, spec.num_experts).float()
+    differentiable function of ``logits``; computed in float32 (float64 input stays
+    float64, for gradcheck, when ``spec.score_dtype`` is "input")."""
+    logits = logits.reshape(-1, spec.num_experts)
+    if logits.dtype != torch.float64:
+        logits = logits.float()
     base = base_scores(logits, spec)
-    w = _weights_of(logits, base, indices, spec).float()
-    return torch.zeros_like(base).scatter(-1, indices, w)
+    w = _weights_of(logits, base, indices, spec).to(logits.dtype)
+    return torch.zeros_like(logits).scatter(-1, indices, w)

@@ -1,0 +1,136 @@
+"""The per-block routing loss: raw terms per router, normalised per block.
+
+L = L_host + host0 * sum_term lambda_term * mean_pairs(term / term^(0))
+
+``term^(0)`` is the term's value at the start of the block (per router pair),
+``host0`` the host loss's value at the block's first call. The normalisation makes
+``lambda = 1`` mean "as large as the host loss at the start" on every block, whatever
+the router's scale; SignSGD (AutoRound) only sees the gradient's sign, so the relative
+scale of the terms is all that matters. See docs/objective.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.objective.baselines import router_kl, topk_mse
+from vsraq_modifier.objective.pair import PreparedPair, RouterPair, prepare
+from vsraq_modifier.objective.sensitivity import sensitivity_margin, sensitivity_weights
+from vsraq_modifier.objective.set_nll import set_nll_term
+from vsraq_modifier.objective.structure import structure_term
+from vsraq_modifier.objective.value import value_term
+
+__all__ = ["routing_terms", "term_weights", "BlockObjective"]
+
+
+def term_weights(config: VSRAQConfig) -> dict[str, float]:
+    """lambda of every term ``config.loss`` produces (the baselines use value_weight)."""
+    if config.loss == "vsraq":
+        return {"value": config.value_weight, "structure": config.structure_weight}
+    if config.loss in ("topk_mse", "router_kl"):
+        return {config.loss: config.value_weight}
+    return {}
+
+
+def _terms(prep: PreparedPair, config: VSRAQConfig, names: Sequence[str]) -> dict[str, Tensor]:
+    if config.loss == "topk_mse":
+        return {"topk_mse": topk_mse(prep)}
+    if config.loss == "router_kl":
+        return {"router_kl": router_kl(prep)}
+    weights = sensitivity_weights(sensitivity_margin(prep), config.temperature)
+    out: dict[str, Tensor] = {}
+    if "value" in names:
+        out["value"] = value_term(prep, weights, config.value_target)
+    if "structure" in names:
+        if config.structure == "set_nll":
+            out["structure"] = set_nll_term(prep, weights)
+        else:
+            out["structure"] = structure_term(prep, weights, config.margin)
+    return out
+
+
+def routing_terms(pair: RouterPair, config: VSRAQConfig) -> dict[str, Tensor]:
+    """Raw scalar terms of ``config.loss`` for one router (float32, or float64 for
+    float64 logits); a term whose lambda is 0 is omitted.
+
+    A pair without any valid token contributes zero: every term is a (gradient-free)
+    zero, so a batch that happens to be all padding does not stop quantization.
+    """
+    names = [n for n, lam in term_weights(config).items() if lam > 0]
+    if not names:
+        return {}
+    prep = prepare(pair)
+    if prep is None:
+        zero = torch.zeros((), dtype=torch.float32, device=pair.logits.device)
+        return {n: zero for n in names}
+    return _terms(prep, config, names)
+
+
+class BlockObjective:
+    """The routing loss of one block, normalised by its values at the block's start.
+
+    Call :meth:`reset` when a new block starts. ``first`` / ``last`` hold the raw term
+    values (averaged over the pairs) at the first and latest call, for the log line.
+    Each (pair position, term) is divided by its own first value above ``floor``
+    (set lazily, so a term that starts at exactly 0 is not blown up by 1 / floor once
+    it moves; until then it is divided by ``floor``).
+    """
+
+    def __init__(self, config: VSRAQConfig, floor: float = 1e-8) -> None:
+        self.config = config
+        self.floor = float(floor)
+        self.lambdas = {n: lam for n, lam in term_weights(config).items() if lam > 0}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new block: forget the normalisers, host scale and logs."""
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.calls = 0
+        self._scale: dict[tuple[int, str], float] = {}
+        self._host0: float | None = None
+
+    def _normaliser(self, i: int, name: str, value: float) -> float:
+        key = (i, name)
+        if key not in self._scale and value > self.floor:
+            self._scale[key] = value
+        return self._scale.get(key, self.floor)
+
+    def __call__(
+        self, pairs: Sequence[RouterPair], host_loss: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """(routing loss to add to the host loss, raw term values for logging)."""
+        if self._host0 is None and host_loss is not None:
+            h = float(host_loss.detach())
+            self._host0 = h if h == h and h != float("inf") else 1.0
+        host0 = max(self._host0, self.floor) if self._host0 is not None else 1.0
+        device = pairs[0].logits.device if pairs else torch.device("cpu")
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        sums: dict[str, float] = {n: 0.0 for n in self.lambdas}
+        used = 0
+        for i, pair in enumerate(pairs):
+            if not self.lambdas:
+                break
+            prep = prepare(pair)
+            if prep is None:
+                continue
+            used += 1
+            for name, t in _terms(prep, self.config, list(self.lambdas)).items():
+                value = float(t.detach())
+                sums[name] += value
+                norm = self._normaliser(i, name, value)
+                total = total + (self.lambdas[name] * host0 / norm) * t.float()
+        if used:
+            total = total / used
+            terms = {n: v / used for n, v in sums.items()}
+        else:
+            terms = {}
+        if self.calls == 0 or not self.first:
+            self.first = dict(terms)
+        self.last = dict(terms)
+        self.calls += 1
+        return total, terms
