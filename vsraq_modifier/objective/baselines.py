@@ -27,4 +27,6 @@ def router_kl(prep: PreparedPair) -> Tensor:
     """mean_t KL(softmax(z*_t) || softmax(z_t))."""
     logp = torch.log_softmax(prep.z, dim=-1)
     logp_ref = torch.log_softmax(prep.z_ref, dim=-1)
-    return (logp_ref.exp() * (logp_ref - logp)).sum(dim=-1).mean()
+    kl = (logp_ref.exp() * (logp_ref - logp)).sum(dim=-1)
+    # >= 0 exactly; rounding can leave -1e-9 where z ~ z* (and the gradient ~ 0)
+    return kl.clamp_min(0.0).mean()

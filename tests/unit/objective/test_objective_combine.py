@@ -1,0 +1,193 @@
+"""routing_terms and BlockObjective: terms per loss, exact zeros at the reference,
+validation errors, dtypes, masks, per-block normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from objective_cases import ALL_CONFIGS, SPECS, softmax_spec
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.objective import (
+    BlockObjective,
+    NonFiniteRoutingError,
+    RouterPair,
+    routing_terms,
+)
+
+
+def _pair(spec=None, t=6, noise=0.3, seed=0, mask=None, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    spec = spec or softmax_spec()
+    ref = torch.randn(t, spec.num_experts, generator=g)
+    z = ref + noise * torch.randn(t, spec.num_experts, generator=g)
+    return RouterPair(z.to(dtype).requires_grad_(), ref.to(dtype), spec, mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        (VSRAQConfig(), {"value", "structure"}),
+        (VSRAQConfig(value_weight=0.0), {"structure"}),
+        (VSRAQConfig(structure_weight=0.0), {"value"}),
+        (VSRAQConfig(loss="topk_mse"), {"topk_mse"}),
+        (VSRAQConfig(loss="router_kl"), {"router_kl"}),
+        (VSRAQConfig(loss="mse"), set()),
+    ],
+)
+def test_terms_per_loss(config, names):
+    terms = routing_terms(_pair(), config)
+    assert set(terms) == names
+    for t in terms.values():
+        assert t.ndim == 0 and t.item() > 0
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+@pytest.mark.parametrize("target", ["logits", "scores", "both"])
+def test_exactly_zero_with_zero_gradient_at_reference(kind, target):
+    spec = SPECS[kind]()
+    ref = 2.0 * torch.randn(16, 8)
+    ref[0] = 1.0  # all tied
+    ref[1, :3] = 0.5  # a tie at the boundary
+    z = ref.clone().requires_grad_()
+    terms = routing_terms(RouterPair(z, ref, spec), VSRAQConfig(value_target=target))
+    assert terms["value"].item() == 0.0 and terms["structure"].item() == 0.0
+    (terms["value"] + terms["structure"]).backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_are_computed_in_float32(dtype):
+    p16 = _pair(dtype=dtype, t=8)
+    p32 = RouterPair(p16.logits.detach().float().requires_grad_(), p16.ref_logits.float(), p16.spec)
+    for config in ALL_CONFIGS:
+        t16, t32 = routing_terms(p16, config), routing_terms(p32, config)
+        for name in t16:
+            assert t16[name].dtype == torch.float32
+            assert t16[name].item() == pytest.approx(t32[name].item(), rel=1e-5)
+    sum(routing_terms(p16, VSRAQConfig()).values()).backward()
+    assert p16.logits.grad.dtype == dtype and torch.isfinite(p16.logits.grad).all()
+
+
+@pytest.mark.parametrize("field", ["logits", "ref_logits"])
+def test_non_finite_logits_raise(field):
+    pair = _pair()
+    bad = getattr(pair, field).detach().clone()
+    bad[1, 2], bad[3, 0] = float("nan"), float("inf")
+    setattr(pair, field, bad)
+    with pytest.raises(NonFiniteRoutingError, match=rf"RouterPair\.{field} has 2 non-finite"):
+        routing_terms(pair, VSRAQConfig())
+    with pytest.raises(ValueError):  # it is a ValueError too
+        BlockObjective(VSRAQConfig())([pair])
+
+
+def test_padding_is_dropped_before_any_arithmetic():
+    mask = torch.tensor([True, True, False, True, False, True])
+    pair = _pair(mask=mask)
+    logits = pair.logits.detach().clone()
+    logits[2] = float("nan")  # garbage on a padding position
+    logits[4] = 1e30
+    pair.logits = logits.requires_grad_()
+    kept = _pair()
+    kept = RouterPair(kept.logits.detach()[mask].requires_grad_(), kept.ref_logits[mask], kept.spec)
+    for config in ALL_CONFIGS:
+        got, want = routing_terms(pair, config), routing_terms(kept, config)
+        for name in got:
+            assert got[name].item() == pytest.approx(want[name].item(), rel=1e-6)
+    sum(routing_terms(pair, VSRAQConfig()).values()).backward()
+    assert torch.isfinite(pair.logits.grad).all()
+    assert (pair.logits.grad[~mask] == 0).all()
+
+
+def test_mask_of_another_layout_and_wrong_size():
+    spec = softmax_spec()
+    pair = _pair(t=6, mask=torch.ones(2, 3, dtype=torch.bool))
+    pair.logits = pair.logits.detach().reshape(2, 3, 8).requires_grad_()
+    pair.ref_logits = pair.ref_logits.reshape(2, 3, 8)
+    assert routing_terms(pair, VSRAQConfig())["value"].item() > 0
+    with pytest.raises(ValueError, match="mask has 5 entries"):
+        routing_terms(_pair(spec, mask=torch.ones(5, dtype=torch.bool)), VSRAQConfig())
+    bad = _pair(spec)
+    bad.ref_logits = bad.ref_logits[:, :7]
+    with pytest.raises(ValueError, match="same shape"):
+        routing_terms(bad, VSRAQConfig())
+
+
+def test_pair_without_valid_tokens_contributes_zero():
+    empty = _pair(mask=torch.zeros(6, dtype=torch.bool))
+    terms = routing_terms(empty, VSRAQConfig())
+    assert {k: v.item() for k, v in terms.items()} == {"value": 0.0, "structure": 0.0}
+    obj = BlockObjective(VSRAQConfig())
+    loss, logged = obj([empty])
+    assert loss.item() == 0.0 and logged == {}
+    # averaged over the pairs that have tokens only
+    full = _pair(seed=1)
+    alone, _ = BlockObjective(VSRAQConfig())([full])
+    both, _ = BlockObjective(VSRAQConfig())([full, empty])
+    assert both.item() == pytest.approx(alone.item())
+
+
+def test_first_call_is_lambda_times_host_per_term():
+    config = VSRAQConfig(value_weight=0.5, structure_weight=2.0)
+    obj = BlockObjective(config)
+    host = torch.tensor(3.0)
+    pair = _pair()
+    loss, terms = obj([pair], host_loss=host)
+    assert loss.item() == pytest.approx(0.5 * 3.0 + 2.0 * 3.0, rel=1e-6)
+    raw = routing_terms(pair, config)
+    assert terms == pytest.approx({k: v.item() for k, v in raw.items()})
+    assert obj.first == obj.last == terms
+    # later calls: each term relative to its first value, host scale kept
+    later = _pair(noise=0.6, seed=0)
+    loss2, terms2 = obj([later], host_loss=torch.tensor(100.0))
+    expected = 3.0 * (
+        0.5 * terms2["value"] / terms["value"] + 2.0 * terms2["structure"] / terms["structure"]
+    )
+    assert loss2.item() == pytest.approx(expected, rel=1e-5)
+    assert obj.first == terms and obj.last == terms2
+    # a new block: normalisers and host scale are forgotten
+    obj.reset()
+    assert obj.first == {} and obj.last == {}
+    loss3, _ = obj([later], host_loss=torch.tensor(10.0))
+    assert loss3.item() == pytest.approx(0.5 * 10 + 2.0 * 10, rel=1e-6)
+
+
+def test_baselines_use_value_weight():
+    for loss_name in ("topk_mse", "router_kl"):
+        obj = BlockObjective(VSRAQConfig(loss=loss_name, value_weight=0.25))
+        loss, terms = obj([_pair()], host_loss=torch.tensor(2.0))
+        assert set(terms) == {loss_name}
+        assert loss.item() == pytest.approx(0.5, rel=1e-6)
+    loss, terms = BlockObjective(VSRAQConfig(loss="mse"))([_pair()], torch.tensor(2.0))
+    assert loss.item() == 0.0 and terms == {}
+
+
+def test_pairs_are_normalised_each_and_averaged():
+    obj = BlockObjective(VSRAQConfig(structure_weight=0.0))
+    small, large = _pair(noise=0.01, seed=2), _pair(noise=1.0, seed=3)
+    loss, terms = obj([small, large])
+    assert loss.item() == pytest.approx(1.0, rel=1e-6)  # each router counts as 1
+    v_small = routing_terms(small, obj.config)["value"].item()
+    v_large = routing_terms(large, obj.config)["value"].item()
+    assert terms["value"] == pytest.approx((v_small + v_large) / 2, rel=1e-6)
+    loss.backward()
+    assert small.logits.grad.abs().sum() > 0 and large.logits.grad.abs().sum() > 0
+
+
+def test_term_that_starts_at_zero_is_normalised_when_it_moves():
+    obj = BlockObjective(VSRAQConfig(value_weight=0.0), floor=1e-8)
+    pair = _pair()
+    at_ref = RouterPair(pair.ref_logits.clone().requires_grad_(), pair.ref_logits, pair.spec)
+    loss0, terms0 = obj([at_ref], host_loss=torch.tensor(1.0))
+    assert loss0.item() == 0.0 and terms0 == {"structure": 0.0}
+    loss1, _ = obj([pair], host_loss=torch.tensor(5.0))
+    assert loss1.item() == pytest.approx(1.0, rel=1e-6)  # lambda * host0, not 1/floor
+    assert obj.first == {"structure": 0.0}
+
+
+def test_routing_loss_has_gradient_for_the_host():
+    pair = _pair()
+    host = (pair.logits.detach() * 0 + 1).sum().requires_grad_()
+    loss, _ = BlockObjective(VSRAQConfig())([pair], host_loss=host)
+    (host + loss).backward()
+    assert pair.logits.grad.abs().sum() > 0
