@@ -20,7 +20,8 @@ TARGETS: dict[str, str] = {
     "llmcompressor.modifiers.factory": (
         "vsraq_modifier.integrations.llmcompressor.register:on_factory_import"
     ),
-    "auto_round.cli.parser": "vsraq_modifier.integrations.autoround.cli:on_parser_import",
+    # auto_round.cli.main (not .parser): its ``tune`` must exist to be wrapped
+    "auto_round.cli.main": "vsraq_modifier.integrations.autoround.cli:on_cli_import",
 }
 
 

@@ -1,0 +1,83 @@
+"""Python API: an ``AutoRound`` run with the VSRAQ loss, every option checked.
+
+``AutoRound(**kwargs)`` drops keywords it does not know with only a warning, and
+``AutoRound(..., iters=0)`` silently replaces any SignRound config by RTN. This
+helper sorts the keywords itself (VSRAQ options and tuning options into the
+config, the rest to ``AutoRound``) and refuses anything it cannot place.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from loguru import logger
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.autoround.config import (
+    VSRAQ_FIELDS,
+    VSRAQSignRoundConfig,
+)
+
+__all__ = ["autoround"]
+
+
+def _autoround_keywords() -> tuple[set[str], set[str]]:
+    """(tuning + scheme keywords for the config, keywords AutoRound accepts)."""
+    from auto_round import AutoRound
+    from auto_round.autoround import (
+        _ENTRY_KWARG_OWNERS,
+        _SCHEME_FIELDS,
+        _SIGNROUND_FIELDS,
+    )
+
+    entry = set(inspect.signature(AutoRound.__new__).parameters) - {"cls", "kwargs"}
+    return set(_SIGNROUND_FIELDS) | set(_SCHEME_FIELDS), entry | set(
+        _ENTRY_KWARG_OWNERS
+    )
+
+
+def autoround(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    vsraq: VSRAQConfig | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Build an AutoRound compressor that tunes with the VSRAQ loss.
+
+    ``kwargs`` may hold the VSRAQ options (``loss``, ``value_weight``,
+    ``structure_weight``, ``margin``, ``value_target``, ``structure``,
+    ``temperature``, ``lookahead``; defaults from :class:`VSRAQConfig`), SignRound
+    options (``iters``, ``lr``, ``gradient_accumulate_steps``, ...), scheme fields
+    (``bits``, ``group_size``, ...) and any ``AutoRound`` argument (``scheme``,
+    ``dataset``, ``nsamples``, ``seqlen``, ``batch_size``, ``device_map``, ...).
+    Unknown keywords raise ``TypeError``.
+
+    Example::
+
+        ar = autoround(model, tokenizer, scheme="W4A16", iters=200, margin=0.1)
+        ar.quantize_and_save("out", format="auto_round")
+    """
+    for bad in ("alg_configs", "algorithm"):
+        if bad in kwargs:
+            raise TypeError(f"autoround() builds alg_configs itself; remove {bad}=")
+    tuning_keys, entry_keys = _autoround_keywords()
+    options = {k: kwargs.pop(k) for k in VSRAQ_FIELDS if k in kwargs}
+    tuning = {k: kwargs.pop(k) for k in list(kwargs) if k in tuning_keys}
+    unknown = sorted(set(kwargs) - entry_keys)
+    if unknown:
+        raise TypeError(
+            f"autoround() got unknown keyword(s) {unknown}; AutoRound would drop them "
+            f"with only a warning. VSRAQ options: {list(VSRAQ_FIELDS)}."
+        )
+    if kwargs.get("enable_torch_compile"):
+        logger.info(
+            "vsraq: enable_torch_compile ignored: router hooks need eager blocks"
+        )
+    kwargs["enable_torch_compile"] = False
+    config = VSRAQSignRoundConfig(vsraq=vsraq, **options, **tuning)
+
+    from auto_round import AutoRound
+
+    return AutoRound(model, tokenizer, alg_configs=config, **kwargs)

@@ -1,0 +1,247 @@
+"""``auto-round --loss vsraq``: the VSRAQ options on AutoRound's own command line.
+
+AutoRound 0.15.1 has no plugin entry points. The post-import hook
+(``_vsraq_modifier_hook.py``) calls :func:`on_cli_import` right after
+``auto_round.cli.main`` has been imported, which
+
+- registers an ``AlgorithmHandler`` named "vsraq" whose argument group adds
+  ``--loss`` and ``--vsraq_*`` to ``auto-round --help``;
+- wraps ``AlgorithmHandler.build_configs``: with ``--loss`` (or
+  ``--algorithm vsraq``) AutoRound's SignRound config becomes a
+  :class:`VSRAQSignRoundConfig`; without it nothing changes;
+- wraps ``tune``: routing losses run with torch.compile off, and option or model
+  errors end the command with exit status 2 and one message.
+
+``python -m vsraq_modifier.integrations.autoround`` does the same explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from typing import Any
+
+from loguru import logger
+
+from vsraq_modifier.config import VSRAQConfig
+
+__all__ = ["FLAGS", "add_vsraq_arguments", "main", "on_cli_import"]
+
+_FIELDS = VSRAQConfig.model_fields
+
+#: VSRAQConfig field -> auto-round flag (``lookahead`` also has --vsraq_no_lookahead)
+FLAGS: dict[str, str] = {
+    name: "--loss" if name == "loss" else f"--vsraq_{name}" for name in _FIELDS
+}
+_DEST = {name: "loss" if name == "loss" else f"vsraq_{name}" for name in _FIELDS}
+_handler: type | None = None
+
+
+def _help(name: str) -> str:
+    info = _FIELDS[name]
+    default = info.default
+    shown = "the batch's median reference margin" if default is None else default
+    return f"{info.description} Default: {shown}."
+
+
+def add_vsraq_arguments(group: Any) -> None:
+    """The VSRAQ flags; all default to None (= not given), the effective
+    defaults come from :class:`VSRAQConfig`."""
+    losses = list(VSRAQConfig.model_fields["loss"].annotation.__args__)
+    group.add_argument(
+        "--loss",
+        choices=losses,
+        default=None,
+        help="Tune with a routing-aware loss (vsraq-modifier; MoE models only). "
+        "mse: AutoRound's own loss, with router agreement logged per block; "
+        "topk_mse / router_kl: baselines; vsraq: value + structure alignment. "
+        "Without --loss, auto-round runs unchanged.",
+    )
+    for name, kind in (
+        ("value_weight", float),
+        ("structure_weight", float),
+        ("margin", float),
+        ("temperature", float),
+    ):
+        group.add_argument(
+            FLAGS[name],
+            dest=_DEST[name],
+            type=kind,
+            default=None,
+            metavar="X",
+            help=_help(name),
+        )
+    for name in ("value_target", "structure"):
+        choices = list(_FIELDS[name].annotation.__args__)
+        group.add_argument(
+            FLAGS[name],
+            dest=_DEST[name],
+            choices=choices,
+            default=None,
+            help=_help(name),
+        )
+    ahead = group.add_mutually_exclusive_group()
+    ahead.add_argument(
+        "--vsraq_lookahead",
+        dest=_DEST["lookahead"],
+        action="store_const",
+        const=True,
+        default=None,
+        help=_help("lookahead"),
+    )
+    ahead.add_argument(
+        "--vsraq_no_lookahead",
+        dest=_DEST["lookahead"],
+        action="store_const",
+        const=False,
+        help="Switch the look-ahead term off (ablation).",
+    )
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """VSRAQ options given on the command line (loss excluded)."""
+    return {
+        name: getattr(args, _DEST[name])
+        for name in _FIELDS
+        if name != "loss" and getattr(args, _DEST[name], None) is not None
+    }
+
+
+def _algorithm_names(args: argparse.Namespace) -> list[str]:
+    raw = getattr(args, "algorithm", None) or ""
+    return [n.strip().lower() for n in raw.split(",") if n.strip()]
+
+
+def _requested_loss(args: argparse.Namespace) -> str | None:
+    loss = getattr(args, "loss", None)
+    if loss is None and "vsraq" in _algorithm_names(args):
+        return "vsraq"
+    return loss
+
+
+def build_vsraq_configs(
+    original: Any, cls: Any, args: argparse.Namespace, common_kwargs: dict
+) -> list:
+    """AutoRound's configs, with SignRound turned into VSRAQ when --loss is set."""
+    from auto_round.algorithms.quantization.sign_round.config import SignRoundConfig
+
+    from vsraq_modifier.integrations.autoround.config import (
+        VSRAQOptionError,
+        VSRAQSignRoundConfig,
+        vsraq_config,
+    )
+
+    loss, given = _requested_loss(args), _given(args)
+    if "vsraq" in _algorithm_names(args):
+        args = copy.copy(args)
+        args.algorithm = (
+            ",".join(n for n in _algorithm_names(args) if n != "vsraq") or None
+        )
+    if loss is None:
+        if given:
+            flags = ", ".join(FLAGS[n] for n in given)
+            raise VSRAQOptionError(f"{flags} given without --loss; add --loss vsraq")
+        return original(cls, args, common_kwargs)
+    vsraq = vsraq_config(loss=loss, **given)
+    if vsraq.is_routing_loss and getattr(args, "iters", None) == 0:
+        raise VSRAQOptionError(
+            f"--loss {loss} with --iters 0: iters 0 is round-to-nearest, which has no "
+            "loss to add a routing term to; use --iters > 0 (e.g. 200)"
+        )
+    configs, done = [], False
+    for config in original(cls, args, common_kwargs):
+        if isinstance(config, SignRoundConfig) and not done:
+            config, done = VSRAQSignRoundConfig.from_signround(config, vsraq), True
+        configs.append(config)
+    if not done:
+        if vsraq.is_routing_loss:
+            raise VSRAQOptionError(
+                f"--loss {loss} needs AutoRound's tuning (the auto_round algorithm), "
+                f"but --algorithm {getattr(args, 'algorithm', None)} runs no tuning; "
+                "add auto_round, e.g. --algorithm awq,auto_round"
+            )
+        logger.info("vsraq: --loss mse without tuning (iters 0): plain AutoRound RTN")
+    return configs
+
+
+def _handler_class() -> type:
+    """The "vsraq" AlgorithmHandler (defined on first use: importing
+    auto_round.cli must not happen while this module is being imported)."""
+    global _handler
+    if _handler is not None:
+        return _handler
+    from auto_round.cli.algorithms import AlgorithmHandler
+
+    from vsraq_modifier.integrations.autoround.config import VSRAQSignRoundConfig
+
+    class VSRAQ(AlgorithmHandler):
+        name = "vsraq"
+        aliases = ("vsraq",)
+        summary = "Routing-aware loss for MoE models (vsraq-modifier): --loss ..."
+        config_factory = VSRAQSignRoundConfig
+
+        def register(self, group: Any) -> None:
+            add_vsraq_arguments(group)
+
+        def build(self, args: Any, common_kwargs: dict[str, Any]) -> Any:
+            signround = AlgorithmHandler.get("auto_round").build(args, common_kwargs)
+            from vsraq_modifier.integrations.autoround.config import vsraq_config
+
+            loss = getattr(args, "loss", None) or "vsraq"
+            return VSRAQSignRoundConfig.from_signround(
+                signround, vsraq_config(loss=loss, **_given(args))
+            )
+
+    _handler = VSRAQ
+    return VSRAQ
+
+
+def _wrap_tune(original: Any) -> Any:
+    def tune(args: argparse.Namespace) -> Any:
+        from vsraq_modifier.integrations.autoround.config import VSRAQOptionError
+        from vsraq_modifier.routers import UnsupportedModelError
+
+        if _requested_loss(args) is not None and args.enable_torch_compile is not False:
+            args.enable_torch_compile = False
+            logger.info(
+                "vsraq: --loss given: torch.compile off (router hooks need "
+                "eager blocks; on a CPU compiling is slower than tuning)"
+            )
+        try:
+            return original(args)
+        except (VSRAQOptionError, UnsupportedModelError) as e:
+            print(f"auto-round: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    tune.__wrapped__ = original  # type: ignore[attr-defined]
+    tune._vsraq = True  # type: ignore[attr-defined]
+    return tune
+
+
+def on_cli_import(module: Any) -> None:
+    """Post-import hook target for ``auto_round.cli.main`` (idempotent)."""
+    from auto_round.cli.algorithms import AlgorithmHandler
+
+    _handler_class()
+    if not getattr(AlgorithmHandler.build_configs, "_vsraq", False):
+        original = AlgorithmHandler.build_configs.__func__
+
+        def build_configs(cls: Any, args: Any, common_kwargs: dict) -> list:
+            return build_vsraq_configs(original, cls, args, common_kwargs)
+
+        build_configs._vsraq = True  # type: ignore[attr-defined]
+        AlgorithmHandler.build_configs = classmethod(build_configs)
+    if not getattr(module.tune, "_vsraq", False):
+        module.tune = _wrap_tune(module.tune)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``auto-round`` with VSRAQ registered; ``argv`` without the program."""
+    import auto_round.cli.main as ar_main
+
+    on_cli_import(ar_main)
+    if argv is not None:
+        sys.argv = ["auto-round", *argv]
+    ar_main.run()
+    return 0

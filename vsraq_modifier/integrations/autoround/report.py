@@ -1,0 +1,56 @@
+"""The per-block summary the VSRAQ quantizer logs (and keeps, for tests and tools)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["BlockReport"]
+
+
+def _num(x: float) -> str:
+    return (
+        "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+    )
+
+
+@dataclass
+class BlockReport:
+    """One tuned decoder layer.
+
+    ``host``: AutoRound's loss summed over the first / last tuning iteration;
+    ``terms_first`` / ``terms_last``: the routing objective's raw terms
+    (``BlockObjective.first`` / ``.last``); ``agreement_*``: fraction of valid
+    calibration tokens whose top-k expert set equals the full-precision one, per
+    router (``"L<i>"`` own router of layer i, ``"L<j> (look-ahead)"``), measured
+    with the block's initial rounding (before) and its final weights (after).
+    """
+
+    layer: int
+    loss: str
+    iters: int = 0
+    host_first: float = float("nan")
+    host_last: float = float("nan")
+    terms_first: dict[str, float] = field(default_factory=dict)
+    terms_last: dict[str, float] = field(default_factory=dict)
+    agreement_before: dict[str, float] = field(default_factory=dict)
+    agreement_after: dict[str, float] = field(default_factory=dict)
+    reference_bytes: int = 0
+
+    def line(self) -> str:
+        parts = [
+            f"vsraq layer {self.layer} [{self.loss}, {self.iters} iters]: "
+            f"host {_num(self.host_first)} -> {_num(self.host_last)}"
+        ]
+        for name in sorted(set(self.terms_first) | set(self.terms_last)):
+            first = self.terms_first.get(name, float("nan"))
+            last = self.terms_last.get(name, float("nan"))
+            parts.append(f"{name} {_num(first)} -> {_num(last)}")
+        agree = [
+            f"{k} {_num(self.agreement_before.get(k, float('nan')))} -> "
+            f"{_num(self.agreement_after.get(k, float('nan')))}"
+            for k in self.agreement_after
+        ]
+        if agree:
+            parts.append("agreement " + ", ".join(agree))
+        return " | ".join(parts)
