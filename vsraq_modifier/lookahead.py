@@ -9,7 +9,7 @@ intact. Host-agnostic: both integrations call it with the host's layer kwargs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,11 @@ from torch import nn
 
 from vsraq_modifier.routers.base import RouterSite
 
-__all__ = ["LookaheadPath", "next_router_path", "router_logits_through"]
+__all__ = ["KwargsFor", "LookaheadPath", "next_router_path", "router_logits_through"]
+
+#: (decoder layer index, the tuned block's keyword arguments, that layer's input)
+#: -> the keyword arguments for that layer (e.g. its own attention mask)
+KwargsFor = Callable[[int, dict[str, Any], torch.Tensor], dict[str, Any]]
 
 
 _CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "cache_params", "use_cache"})
@@ -29,16 +33,34 @@ class _ReachedRouter(Exception):
 
 class LookaheadPath:
     """The layers from just after a tuned block up to (and including) the decoder
-    layer that holds the next MoE router ``site``."""
+    layer that holds the next MoE router ``site``.
+
+    Every layer gets the tuned block's keyword arguments, unless ``kwargs_for`` is
+    set: layers of another type may need their own (hybrid and alternating
+    sliding-window models build one attention mask per layer type).
+    """
 
     def __init__(self, layers: Sequence[nn.Module], site: RouterSite) -> None:
         if not layers:
             raise ValueError("a look-ahead path needs at least the router's layer")
         self.layers = list(layers)
         self.site = site
+        self.kwargs_for: KwargsFor | None = None
+
+    @property
+    def first_layer(self) -> int:
+        """Decoder layer index of ``layers[0]``."""
+        return self.site.layer - len(self.layers) + 1
 
     def __call__(self, hidden: torch.Tensor, **layer_kwargs: Any) -> torch.Tensor:
-        return router_logits_through(self.layers, self.site, hidden, **layer_kwargs)
+        return router_logits_through(
+            self.layers,
+            self.site,
+            hidden,
+            kwargs_for=self.kwargs_for,
+            first_layer=self.first_layer,
+            **layer_kwargs,
+        )
 
 
 def next_router_path(
@@ -57,12 +79,17 @@ def router_logits_through(
     layers: Sequence[nn.Module],
     site: RouterSite,
     hidden: torch.Tensor,
+    *,
+    kwargs_for: KwargsFor | None = None,
+    first_layer: int = 0,
     **layer_kwargs: Any,
 ) -> torch.Tensor:
     """Run ``layers`` on ``hidden`` and return ``site``'s router logits [T, E].
 
     The last layer is stopped as soon as its router has run (its experts are not
-    computed). Gradients flow from the logits back to ``hidden``.
+    computed). Gradients flow from the logits back to ``hidden``. ``kwargs_for``
+    (with ``first_layer``, the decoder index of ``layers[0]``) adapts the keyword
+    arguments per layer.
     """
     captured: dict[str, torch.Tensor] = {}
     # A KV cache would be appended to on every call (and keep old graphs alive).
@@ -73,13 +100,18 @@ def router_logits_through(
         raise _ReachedRouter
 
     handle = site.router.register_forward_hook(hook)
+    def kwargs(offset: int, x: torch.Tensor) -> dict[str, Any]:
+        if kwargs_for is None:
+            return layer_kwargs
+        return kwargs_for(first_layer + offset, layer_kwargs, x)
+
     try:
         x = hidden
-        for layer in layers[:-1]:
-            out = layer(x, **layer_kwargs)
+        for offset, layer in enumerate(layers[:-1]):
+            out = layer(x, **kwargs(offset, x))
             x = out[0] if isinstance(out, tuple) else out
         try:
-            layers[-1](x, **layer_kwargs)
+            layers[-1](x, **kwargs(len(layers) - 1, x))
         except _ReachedRouter:
             pass
     finally:

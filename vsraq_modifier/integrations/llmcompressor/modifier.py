@@ -1,0 +1,202 @@
+"""``VSRAQModifier``: llm-compressor's AutoRound modifier plus the routing objective.
+
+The loss plumbing is the AutoRound integration's (one objective, two hosts):
+each decoder layer is tuned by ``AutoRound`` exactly as ``AutoRoundModifier``
+does, with ``alg_configs`` set to the VSRAQ SignRound config, so the routing
+terms are added to AutoRound's block loss by the same quantizer code. What this
+module adds is what the llm-compressor host gets wrong or lacks for that (see
+docs/llm-compressor.md): the full-precision reference chain, the look-ahead
+through the full model, linearized-expert quirks, and layer dtypes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from llmcompressor.core import Event, State
+from llmcompressor.modifiers.autoround import AutoRoundModifier
+from llmcompressor.modifiers.utils.hooks import HooksMixin
+from pydantic import PrivateAttr, create_model, field_validator, model_validator
+from torch import nn
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.llmcompressor.experts import (
+    experts_without_activation_child,
+)
+from vsraq_modifier.integrations.llmcompressor.fp_chain import FullPrecisionChain
+from vsraq_modifier.integrations.llmcompressor.register import register
+from vsraq_modifier.routers import find_routers
+
+__all__ = ["VSRAQ_FIELDS", "VSRAQModifier"]
+
+#: the VSRAQ option names, in declaration order (docs/objective.md)
+VSRAQ_FIELDS: tuple[str, ...] = tuple(VSRAQConfig.model_fields)
+
+
+
+def _vsraq_validators() -> dict[str, Any]:
+    """VSRAQConfig's field validators, applied to the same modifier fields."""
+    decorators = VSRAQConfig.__pydantic_decorators__.field_validators
+    return {
+        name: field_validator(*d.info.fields, mode=d.info.mode)(d.func.__func__)
+        for name, d in decorators.items()
+    }
+
+
+# The VSRAQ options as modifier fields: same names, types, constraints, defaults,
+# descriptions and validators as VSRAQConfig (taken from it, never restated), so
+# a recipe with an out-of-range value fails when it is parsed, naming the field.
+_VSRAQFields = create_model(
+    "_VSRAQFields",
+    __base__=AutoRoundModifier,
+    __module__=__name__,
+    __validators__=_vsraq_validators(),
+    **{
+        name: (field.annotation, copy.copy(field))
+        for name, field in VSRAQConfig.model_fields.items()
+    },
+)
+
+
+class VSRAQModifier(_VSRAQFields):
+    """AutoRound (SignSGD rounding, block-wise loss) plus VSRAQ's routing-aware
+    objective, so that an MoE model keeps its expert choices when quantized.
+
+    Takes every ``AutoRoundModifier`` field (``targets``, ``scheme``, ``ignore``,
+    ``config_groups``, ``iters``, ``batch_size``, ``lr``, ...) and the VSRAQ
+    options ``loss``, ``value_weight``, ``structure_weight``, ``margin``,
+    ``value_target``, ``structure``, ``temperature``, ``lookahead`` (meaning and
+    defaults: :class:`~vsraq_modifier.config.VSRAQConfig`). Routers and lm_head
+    must stay unquantized: list them in ``ignore`` (recipes/ does).
+
+    Sample yaml:
+
+    ```yaml
+    quant_stage:
+      quant_modifiers:
+        VSRAQModifier:
+          targets: [Linear]
+          scheme: W4A16
+          ignore: [lm_head, "re:.*mlp.gate$"]
+          iters: 200
+          enable_torch_compile: false
+          loss: vsraq
+          value_weight: 1.0
+          structure_weight: 1.0
+          lookahead: true
+    ```
+
+    Lifecycle:
+
+    - on_initialize
+        - AutoRoundModifier's (apply the scheme), check the model has MoE routers
+    - on_calibration_start
+        - AutoRoundModifier's (input capture hooks), reset the full-precision chain
+    - on_sequential_epoch_end
+        - feed the layer full-precision inputs, compute its full-precision outputs
+        - AutoRound with the VSRAQ quantizer on the layer (llm-compressor hooks
+          off, so look-ahead forwards are not captured as calibration inputs)
+    - on_calibration_end
+        - AutoRoundModifier's (freeze quantization, remove hooks)
+    """
+
+    _vsraq: VSRAQConfig = PrivateAttr(default=None)
+    _model: nn.Module | None = PrivateAttr(default=None)
+    _layer: nn.Module | None = PrivateAttr(default=None)
+    _layers: list[nn.Module] = PrivateAttr(default_factory=list)
+    _fp_chain: FullPrecisionChain = PrivateAttr(default_factory=FullPrecisionChain)
+
+    @model_validator(mode="after")
+    def _check_vsraq(self) -> VSRAQModifier:
+        # every option was validated as a field already; one config for the run
+        self._vsraq = VSRAQConfig(**{name: getattr(self, name) for name in VSRAQ_FIELDS})
+        if self._vsraq.is_routing_loss and self.iters < 1:
+            raise ValueError(
+                f"VSRAQModifier.iters={self.iters} with loss={self.loss!r}: iters=0 is "
+                "AutoRound's round-to-nearest, which has no loss to add a routing "
+                "term to. Set iters >= 1 (e.g. 200), or loss: mse."
+            )
+        if self.iters < 0:
+            raise ValueError(f"VSRAQModifier.iters={self.iters}: must be >= 0")
+        return self
+
+    @property
+    def vsraq(self) -> VSRAQConfig:
+        """The VSRAQ options as one validated config."""
+        return self._vsraq
+
+    # --- lifecycle -------------------------------------------------------------
+    def on_initialize(self, state: State, **kwargs: Any) -> bool:
+        if self.vsraq.is_routing_loss:
+            find_routers(state.model)  # a clear error now, not after layer 0
+        self._model = state.model
+        return super().on_initialize(state, **kwargs)
+
+    def on_calibration_start(self, state: State, event: Event, **kwargs: Any) -> None:
+        super().on_calibration_start(state, event, **kwargs)
+        self._layers = [m for m in state.model.modules() if self._is_decoding_layer(m)]
+        self._fp_chain.reset()
+
+    def on_sequential_epoch_end(
+        self, state: State, event: Event, modules: list[nn.Module], **kwargs: Any
+    ) -> None:
+        layers = [m for m in modules or [] if self._is_decoding_layer(m)]
+        if len(layers) != 1:  # AutoRoundModifier's own check / no-op
+            return super().on_sequential_epoch_end(state, event, modules, **kwargs)
+        layer = self._layer = layers[0]
+        calls = self._all_module_input.get(layer._tmp_name)
+        if calls:
+            self._all_module_input[layer._tmp_name] = self._fp_chain.feed(
+                self._layers, layer, calls, state.model.config
+            )
+        try:
+            with experts_without_activation_child(layer), HooksMixin.disable_hooks():
+                super().on_sequential_epoch_end(state, event, modules, **kwargs)
+        finally:
+            self._layer = None
+
+    def on_calibration_end(self, state: State, event: Event, **kwargs: Any) -> None:
+        super().on_calibration_end(state, event, **kwargs)
+        self._fp_chain.reset()
+
+    def on_finalize(self, state: State, **kwargs: Any) -> bool:
+        self._model, self._layers = None, []
+        return super().on_finalize(state, **kwargs)
+
+    # --- the AutoRound call ------------------------------------------------------
+    def _update_device_map_for_dp(self, ar_kwargs: dict[str, Any]) -> None:
+        """Last look at the ``AutoRound(...)`` keyword arguments before
+        ``AutoRoundModifier.apply_autoround`` builds it: select the VSRAQ quantizer
+        and keep the layer's dtype."""
+        super()._update_device_map_for_dp(ar_kwargs)
+        ar_kwargs.update(self.autoround_kwargs(ar_kwargs))
+
+    def autoround_kwargs(self, ar_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What VSRAQ changes in AutoRoundModifier's ``AutoRound(...)`` call."""
+        changes: dict[str, Any] = {}
+        layer = self._layer
+        if layer is not None:
+            # AutoRound casts the tuned layer to its amp dtype (bfloat16 on a CPU,
+            # whatever the model's dtype) and leaves it so; the pipeline then runs
+            # the next layer on mixed dtypes. amp off keeps a float32 layer float32.
+            dtype = next(layer.parameters()).dtype
+            changes["amp"] = dtype != torch.float32
+        if self.iters == 0:
+            return changes  # round-to-nearest: AutoRound's own path (loss=mse only)
+        from vsraq_modifier.integrations.llmcompressor.quantizer import (
+            LLMCompressorVSRAQSignRoundConfig,
+        )
+
+        ar_kwargs.pop("disable_opt_rtn", None)  # an RTN option; SignRound has none
+        changes["alg_configs"] = LLMCompressorVSRAQSignRoundConfig(
+            host_model=self._model,
+            vsraq=self.vsraq,
+            iters=ar_kwargs.pop("iters", self.iters),
+            lr=ar_kwargs.pop("lr", self.lr),
+        )
+        return changes
+
+
+register(VSRAQModifier)
