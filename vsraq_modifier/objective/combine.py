@@ -28,7 +28,7 @@ __all__ = ["routing_terms", "term_weights", "BlockObjective"]
 
 
 def term_weights(config: VSRAQConfig) -> dict[str, float]:
-    """lambda of every term ``config.loss`` produces (the baselines use value_weight)."""
+    """lambda of each term of ``config.loss`` (the baselines use value_weight)."""
     if config.loss == "vsraq":
         return {"value": config.value_weight, "structure": config.structure_weight}
     if config.loss in ("topk_mse", "router_kl"):
@@ -36,7 +36,9 @@ def term_weights(config: VSRAQConfig) -> dict[str, float]:
     return {}
 
 
-def _terms(prep: PreparedPair, config: VSRAQConfig, names: Sequence[str]) -> dict[str, Tensor]:
+def _terms(
+    prep: PreparedPair, config: VSRAQConfig, names: Sequence[str]
+) -> dict[str, Tensor]:
     if config.loss == "topk_mse":
         return {"topk_mse": topk_mse(prep)}
     if config.loss == "router_kl":

@@ -56,13 +56,14 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 def _check_finite(z: Tensor, z_ref: Tensor) -> None:
     if bool(torch.isfinite(z).all() & torch.isfinite(z_ref).all()):
         return
+    sources = {"logits": "the quantized block", "ref_logits": "the reference model"}
     for name, t in (("logits", z), ("ref_logits", z_ref)):
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise NonFiniteRoutingError(
                 f"RouterPair.{name} has {bad} non-finite entries (NaN/inf) among "
-                f"{t.numel()} on valid tokens; the {'quantized block' if name == 'logits' else 'reference model'} "
-                "produced them. Check the block's inputs / quantization parameters "
+                f"{t.numel()} on valid tokens; {sources[name]} produced them. "
+                "Check the block's inputs / quantization parameters "
                 "(or lower the learning rate) before adding a routing loss."
             )
 

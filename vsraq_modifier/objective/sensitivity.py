@@ -53,8 +53,9 @@ def group_boundary_gap(prep: PreparedPair, scores: Tensor) -> Tensor:
     """Stage one of a group-limited decision: selected groups' group scores above
     the rejected groups' (inf when the router is not group-limited)."""
     if not prep.spec.group_limited:
-        return torch.full(scores.shape[:-1], float("inf"), dtype=scores.dtype,
-                          device=scores.device)
+        return torch.full(
+            scores.shape[:-1], float("inf"), dtype=scores.dtype, device=scores.device
+        )
     g = prep.group_scores_of(scores)
     sel = prep.ref_group_selected
     return boundary_gap(g, sel, ~sel)

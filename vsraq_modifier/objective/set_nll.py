@@ -26,7 +26,13 @@ from vsraq_modifier.objective.pair import PreparedPair
 from vsraq_modifier.objective.sensitivity import weighted_mean
 from vsraq_modifier.routing import selection_scores
 
-__all__ = ["log_esp", "log_set_prob", "ranking_logits", "set_nll_per_token", "set_nll_term"]
+__all__ = [
+    "log_esp",
+    "log_set_prob",
+    "ranking_logits",
+    "set_nll_per_token",
+    "set_nll_term",
+]
 
 #: stands for log(0) without producing inf - inf = NaN in logaddexp's gradient
 _NEG = -1e30

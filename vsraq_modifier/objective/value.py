@@ -31,7 +31,7 @@ def _relative(err: Tensor, ref_sq: Tensor, weights: Tensor) -> Tensor:
 
 
 def weight_error(prep: PreparedPair, weights: Tensor) -> Tensor:
-    """mean_t w_t ||g_t - g*_t||^2 / mean_t ||g*_t||^2 with g the dense routing weights."""
+    """mean_t w_t ||g_t - g*_t||^2 / mean_t ||g*_t||^2, g: dense routing weights."""
     g = dense_weights(prep.z, prep.own_indices, prep.spec)
     g_ref = dense_weights(prep.z_ref, prep.ref_indices, prep.spec).detach()
     err = (g - g_ref).square().sum(dim=-1)

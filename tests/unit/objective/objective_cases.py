@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.objective import RouterPair, prepare, sensitivity_margin
-from vsraq_modifier.objective import sensitivity_weights
+from vsraq_modifier.objective import (
+    RouterPair,
+    prepare,
+    sensitivity_margin,
+    sensitivity_weights,
+)
 from vsraq_modifier.routing import RouterSpec
 
 
@@ -20,14 +24,23 @@ def grouped_spec(e: int = 8, k: int = 2, seed: int = 0) -> RouterSpec:
     g = torch.Generator().manual_seed(seed)
     bias = 0.1 * torch.randn(e, generator=g)
     return RouterSpec(
-        num_experts=e, top_k=k, score_fn="sigmoid", bias=bias, n_group=4,
-        topk_group=2, normalize=True, norm_eps=1e-20, scaling=2.5,
+        num_experts=e,
+        top_k=k,
+        score_fn="sigmoid",
+        bias=bias,
+        n_group=4,
+        topk_group=2,
+        normalize=True,
+        norm_eps=1e-20,
+        scaling=2.5,
     )
 
 
 def gptoss_spec(e: int = 8, k: int = 2) -> RouterSpec:
     """gpt-oss style: rank the logits, softmax over the selected ones."""
-    return RouterSpec(num_experts=e, top_k=k, score_fn="logits", weight_fn="softmax_selected")
+    return RouterSpec(
+        num_experts=e, top_k=k, score_fn="logits", weight_fn="softmax_selected"
+    )
 
 
 def logits_spec(e: int, k: int, **kw) -> RouterSpec:

@@ -29,7 +29,9 @@ def test_router_kl_by_hand():
     ref = torch.tensor([[0.0, 0.0]])  # p* = (1/2, 1/2)
     z = torch.tensor([[math.log(3.0), 0.0]])  # p = (3/4, 1/4)
     expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
-    assert router_kl(prep_of(z, ref, logits_spec(2, 1))).item() == pytest.approx(expected)
+    assert router_kl(prep_of(z, ref, logits_spec(2, 1))).item() == pytest.approx(
+        expected
+    )
 
 
 @pytest.mark.parametrize("fn", [topk_mse, router_kl])
@@ -37,6 +39,8 @@ def test_router_kl_by_hand():
 def test_baseline_gradcheck(fn, kind):
     g = torch.Generator().manual_seed(8)
     ref = torch.randn(4, 8, generator=g, dtype=torch.float64)
-    z0 = (ref + 0.3 * torch.randn(4, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    z0 = (
+        ref + 0.3 * torch.randn(4, 8, generator=g, dtype=torch.float64)
+    ).requires_grad_()
     spec = SPECS[kind]()
     assert torch.autograd.gradcheck(lambda z: fn(prep_of(z, ref, spec)), (z0,))

@@ -59,7 +59,9 @@ def test_exactly_zero_with_zero_gradient_at_reference(kind, target):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_inputs_are_computed_in_float32(dtype):
     p16 = _pair(dtype=dtype, t=8)
-    p32 = RouterPair(p16.logits.detach().float().requires_grad_(), p16.ref_logits.float(), p16.spec)
+    p32 = RouterPair(
+        p16.logits.detach().float().requires_grad_(), p16.ref_logits.float(), p16.spec
+    )
     for config in ALL_CONFIGS:
         t16, t32 = routing_terms(p16, config), routing_terms(p32, config)
         for name in t16:
@@ -75,7 +77,9 @@ def test_non_finite_logits_raise(field):
     bad = getattr(pair, field).detach().clone()
     bad[1, 2], bad[3, 0] = float("nan"), float("inf")
     setattr(pair, field, bad)
-    with pytest.raises(NonFiniteRoutingError, match=rf"RouterPair\.{field} has 2 non-finite"):
+    with pytest.raises(
+        NonFiniteRoutingError, match=rf"RouterPair\.{field} has 2 non-finite"
+    ):
         routing_terms(pair, VSRAQConfig())
     with pytest.raises(ValueError):  # it is a ValueError too
         BlockObjective(VSRAQConfig())([pair])
@@ -89,7 +93,9 @@ def test_padding_is_dropped_before_any_arithmetic():
     logits[4] = 1e30
     pair.logits = logits.requires_grad_()
     kept = _pair()
-    kept = RouterPair(kept.logits.detach()[mask].requires_grad_(), kept.ref_logits[mask], kept.spec)
+    kept = RouterPair(
+        kept.logits.detach()[mask].requires_grad_(), kept.ref_logits[mask], kept.spec
+    )
     for config in ALL_CONFIGS:
         got, want = routing_terms(pair, config), routing_terms(kept, config)
         for name in got:
@@ -141,7 +147,8 @@ def test_first_call_is_lambda_times_host_per_term():
     later = _pair(noise=0.6, seed=0)
     loss2, terms2 = obj([later], host_loss=torch.tensor(100.0))
     expected = 3.0 * (
-        0.5 * terms2["value"] / terms["value"] + 2.0 * terms2["structure"] / terms["structure"]
+        0.5 * terms2["value"] / terms["value"]
+        + 2.0 * terms2["structure"] / terms["structure"]
     )
     assert loss2.item() == pytest.approx(expected, rel=1e-5)
     assert obj.first == terms and obj.last == terms2
@@ -177,7 +184,9 @@ def test_pairs_are_normalised_each_and_averaged():
 def test_term_that_starts_at_zero_is_normalised_when_it_moves():
     obj = BlockObjective(VSRAQConfig(value_weight=0.0), floor=1e-8)
     pair = _pair()
-    at_ref = RouterPair(pair.ref_logits.clone().requires_grad_(), pair.ref_logits, pair.spec)
+    at_ref = RouterPair(
+        pair.ref_logits.clone().requires_grad_(), pair.ref_logits, pair.spec
+    )
     loss0, terms0 = obj([at_ref], host_loss=torch.tensor(1.0))
     assert loss0.item() == 0.0 and terms0 == {"structure": 0.0}
     loss1, _ = obj([pair], host_loss=torch.tensor(5.0))

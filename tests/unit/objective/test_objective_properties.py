@@ -27,10 +27,19 @@ def cases(draw):
         e = n_group * per
         topk_group = draw(st.integers(1, n_group))
         k = draw(st.integers(1, topk_group * per))
-        bias = torch.tensor(draw(st.lists(st.floats(-1, 1, width=32), min_size=e, max_size=e)))
+        bias = torch.tensor(
+            draw(st.lists(st.floats(-1, 1, width=32), min_size=e, max_size=e))
+        )
         spec = RouterSpec(
-            e, k, score_fn="sigmoid", bias=bias, n_group=n_group, topk_group=topk_group,
-            normalize=True, norm_eps=1e-20, scaling=2.5,
+            e,
+            k,
+            score_fn="sigmoid",
+            bias=bias,
+            n_group=n_group,
+            topk_group=topk_group,
+            normalize=True,
+            norm_eps=1e-20,
+            scaling=2.5,
         )
     else:
         e = draw(st.integers(1, 8))
@@ -65,7 +74,9 @@ def test_terms_and_gradients_are_finite(case, config):
     terms = routing_terms(RouterPair(z, ref, spec, mask=m), config)
     for name, value in terms.items():
         assert torch.isfinite(value), name
-        assert value.item() >= 0 or (config.structure == "set_nll" and name == "structure")
+        assert value.item() >= 0 or (
+            config.structure == "set_nll" and name == "structure"
+        )
     if any(v.requires_grad for v in terms.values()):
         sum(v for v in terms.values() if v.requires_grad).backward()
         assert torch.isfinite(z.grad).all()
@@ -81,7 +92,9 @@ def test_block_objective_finite(case):
     m = None if mask is None else torch.tensor(mask)
     obj = BlockObjective(VSRAQConfig())
     for _ in range(2):
-        loss, terms = obj([RouterPair(z, ref, spec, mask=m)], host_loss=torch.tensor(0.7))
+        loss, terms = obj(
+            [RouterPair(z, ref, spec, mask=m)], host_loss=torch.tensor(0.7)
+        )
         assert torch.isfinite(loss) and all(v == v for v in terms.values())
     if loss.requires_grad:
         loss.backward()

@@ -8,8 +8,11 @@ import pytest
 import torch
 from objective_cases import logits_spec, prep_of, weights_of
 
-from vsraq_modifier.objective import default_temperature, sensitivity_margin
-from vsraq_modifier.objective import sensitivity_weights
+from vsraq_modifier.objective import (
+    default_temperature,
+    sensitivity_margin,
+    sensitivity_weights,
+)
 
 REF = torch.tensor(
     [

@@ -15,7 +15,10 @@ from vsraq_modifier.objective.set_nll import ranking_logits, set_nll_per_token
 
 def _brute_log_esp(u: list[float], k: int) -> float:
     return math.log(
-        sum(math.exp(sum(u[i] for i in s)) for s in itertools.combinations(range(len(u)), k))
+        sum(
+            math.exp(sum(u[i] for i in s))
+            for s in itertools.combinations(range(len(u)), k)
+        )
     )
 
 
@@ -24,7 +27,9 @@ def test_log_esp_matches_enumeration(k):
     u = torch.randn(4, 5, dtype=torch.float64) * 3
     got = log_esp(u, k)
     for t in range(4):
-        assert float(got[t]) == pytest.approx(_brute_log_esp(u[t].tolist(), k), rel=1e-12)
+        assert float(got[t]) == pytest.approx(
+            _brute_log_esp(u[t].tolist(), k), rel=1e-12
+        )
 
 
 def test_log_esp_is_stable_for_large_logits():
@@ -105,7 +110,9 @@ def test_set_nll_gradcheck(kind):
     g = torch.Generator().manual_seed(7)
     spec = SPECS[kind]()
     ref = torch.randn(4, 8, generator=g, dtype=torch.float64)
-    z0 = (ref + 0.5 * torch.randn(4, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    z0 = (
+        ref + 0.5 * torch.randn(4, 8, generator=g, dtype=torch.float64)
+    ).requires_grad_()
 
     def f(z):
         prep = prep_of(z, ref, spec)

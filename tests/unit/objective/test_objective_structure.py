@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from objective_cases import SPECS, logits_spec, prep_of, softmax_spec
-from objective_cases import weights_of
+from objective_cases import SPECS, logits_spec, prep_of, softmax_spec, weights_of
 
 from vsraq_modifier.objective import structure_term
 from vsraq_modifier.objective.structure import boundary_per_token, order_per_token
@@ -132,7 +131,9 @@ def test_structure_gradcheck(kind):
     g = torch.Generator().manual_seed(5)
     spec = SPECS[kind]()
     ref = 2.0 * torch.randn(6, 8, generator=g, dtype=torch.float64)
-    z0 = (ref + 0.7 * torch.randn(6, 8, generator=g, dtype=torch.float64)).requires_grad_()
+    z0 = (
+        ref + 0.7 * torch.randn(6, 8, generator=g, dtype=torch.float64)
+    ).requires_grad_()
 
     def f(z):
         prep = prep_of(z, ref, spec)
