@@ -141,3 +141,17 @@ def test_structure_gradcheck(kind):
 
     assert f(z0).item() > 0
     assert torch.autograd.gradcheck(f, (z0,))
+
+
+def test_two_stage_boundary_gradcheck():
+    # both stages violated: group B (8.7) above A (7), expert 2 above selected 1
+    z0 = torch.tensor([[5.0, 1.0, 2.0, 4.5, 4.2, 0.0]], dtype=torch.float64)
+    ref = GREF.double()
+    spec = _grouped_logits_spec()
+
+    def f(z):
+        return boundary_per_token(prep_of(z, ref, spec), 1.0).sum()
+
+    # group: 1 - (7 - 8.7) = 2.7; experts: 1 - (1 - 2) = 2
+    assert f(z0).item() == pytest.approx(4.7)
+    assert torch.autograd.gradcheck(f, (z0.requires_grad_(),))
