@@ -40,9 +40,9 @@ _handler: type | None = None
 
 def _help(name: str) -> str:
     info = _FIELDS[name]
-    default = info.default
-    shown = "the batch's median reference margin" if default is None else default
-    return f"{info.description} Default: {shown}."
+    if info.default is None:  # the description says what None means
+        return str(info.description)
+    return f"{info.description} Default: {info.default}."
 
 
 def add_vsraq_arguments(group: Any) -> None:
@@ -55,7 +55,8 @@ def add_vsraq_arguments(group: Any) -> None:
         default=None,
         help="Tune with a routing-aware loss (vsraq-modifier; MoE models only). "
         "mse: AutoRound's own loss, with router agreement logged per block; "
-        "topk_mse / router_kl: baselines; vsraq: value + structure alignment. "
+        "topk_mse / router_kl: baselines (weight: --vsraq_value_weight); "
+        "vsraq: value + structure alignment. "
         "Without --loss, auto-round runs unchanged.",
     )
     for name, kind in (

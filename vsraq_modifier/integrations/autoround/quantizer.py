@@ -136,8 +136,9 @@ class VSRAQQuantizer(SignRoundQuantizer):
         return handles + run.handles
 
     def _prepare_lookahead(self, path: LookaheadPath | None, block: nn.Module) -> None:
-        """AutoRound offloads the untuned layers of an MoE model to disk; bring
-        the look-ahead layers back (they stay loaded until their own turn)."""
+        """AutoRound may have offloaded the untuned layers (low_cpu_mem_usage: their
+        weights emptied or on meta); bring the look-ahead layers back. They stay
+        loaded: AutoRound's own reload at their turn is then a no-op."""
         if path is None:
             return
         from auto_round.modeling.fused_moe.replace_modules import materialize_model_
@@ -145,14 +146,19 @@ class VSRAQQuantizer(SignRoundQuantizer):
 
         device = next(block.parameters()).device
         for layer in path.layers:
-            if self._offloader is not None and any(
-                p.is_meta for p in layer.parameters()
-            ):
-                self._offloader.reload(self.model, self._layer_names[id(layer)])
+            name = self._layer_names[id(layer)]
+            if self._offloader is not None:
+                self._offloader.reload(self.model, name)
             materialize_model_(layer)
             convert_module_to_hp_if_necessary(
                 layer, self.model_context.amp_dtype, device
             )
+            if any(p.is_meta or p.numel() == 0 for p in layer.parameters()):
+                raise RuntimeError(
+                    f"vsraq: the look-ahead layer {name} has no weights (offloaded "
+                    "and not restorable); run with low_cpu_mem_usage=False "
+                    "(--disable_low_cpu_mem_usage)"
+                )
             layer.to(device)
 
     # --- 2.-4. tuning ------------------------------------------------------------
