@@ -3,6 +3,12 @@
 - AutoRound patches transformers' MoE classes process-wide when it loads a model
   from a directory (``apply_model_monkey_patches``); they are restored after each
   test so that other tests still build the stock modules.
+- AutoRound writes work files (offloaded weights, default output) relative to the
+  working directory: each test runs in its own ``tmp_path``.
+- One torch thread: on 2 cores shared with other processes, a second OpenMP
+  thread makes every small op wait for a busy core (torch.round on a 128 x 128
+  tensor: 2 us with 1 thread, 12 ms with 2 under load); a tiny AutoRound run
+  drops from ~25 s to ~2 s.
 - AutoRound calls ``gc.collect()`` after every block (~17 times per tiny run); in a
   test process holding torch + transformers each call scans every object (0.2-0.5 s
   on 2 busy cores, half of a tiny run). Freezing the objects alive before the test
@@ -51,3 +57,18 @@ def cheap_gc():
     gc.freeze()
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -232,17 +232,23 @@ def on_cli_import(module: Any) -> None:
             return build_vsraq_configs(original, cls, args, common_kwargs)
 
         build_configs._vsraq = True  # type: ignore[attr-defined]
+        build_configs.__wrapped__ = original  # type: ignore[attr-defined]
         AlgorithmHandler.build_configs = classmethod(build_configs)
     if not getattr(module.tune, "_vsraq", False):
         module.tune = _wrap_tune(module.tune)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``auto-round`` with VSRAQ registered; ``argv`` without the program."""
+    """Run ``auto-round`` with VSRAQ registered; ``argv`` without the program name
+    (default: ``sys.argv[1:]``)."""
     import auto_round.cli.main as ar_main
 
     on_cli_import(ar_main)
+    saved = sys.argv
     if argv is not None:
         sys.argv = ["auto-round", *argv]
-    ar_main.run()
+    try:
+        ar_main.run()
+    finally:
+        sys.argv = saved
     return 0

@@ -1,0 +1,229 @@
+"""``auto-round --loss vsraq``: the flags on AutoRound's own command, what they
+reach, what stays unchanged without them, and how errors end the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from autoround_helpers import save_model_dir, small_moe
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.autoround.cli import FLAGS, main, on_cli_import
+from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer
+
+NEW_FLAGS = [*FLAGS.values(), "--vsraq_no_lookahead"]
+SMALL = [
+    "--iters",
+    "2",
+    "--nsamples",
+    "4",
+    "--seqlen",
+    "32",
+    "--batch_size",
+    "2",
+    "--device_map",
+    "cpu",
+    "--disable_torch_compile",
+]
+
+
+def _help(*cmd: str, **env: str) -> str:
+    out = subprocess.run(
+        [*cmd, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return " ".join(out.stdout.split())  # argparse wraps lines
+
+
+@pytest.mark.slow
+def test_help_lists_the_options_through_the_import_hook():
+    auto_round_cmd = str(Path(sys.executable).parent / "auto-round")
+    text = _help(auto_round_cmd)
+    for flag in NEW_FLAGS:
+        assert flag in text, flag
+    assert "{mse,topk_mse,router_kl,vsraq}" in text
+    assert "Without --loss, auto-round runs unchanged" in text
+    # the hook is what adds them: switched off, auto-round is untouched ...
+    assert "--loss" not in _help(auto_round_cmd, VSRAQ_DISABLE_HOOK="1")
+    # ... and the explicit module works without it
+    explicit = _help(
+        sys.executable, "-m", "vsraq_modifier.autoround", VSRAQ_DISABLE_HOOK="1"
+    )
+    assert all(flag in explicit for flag in NEW_FLAGS)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return save_model_dir(tmp_path / "model", small_moe())
+
+
+@pytest.fixture
+def quantizers(monkeypatch):
+    """Every VSRAQQuantizer the command builds (a spy; the real one runs)."""
+    made: list[VSRAQQuantizer] = []
+    real = VSRAQQuantizer.__init__
+
+    def spy(self, config):
+        real(self, config)
+        made.append(self)
+
+    monkeypatch.setattr(VSRAQQuantizer, "__init__", spy)
+    return made
+
+
+def _run(model_dir, *args: str) -> int:
+    path, data = model_dir
+    return main(
+        [
+            "--model",
+            str(path),
+            "--dataset",
+            str(data),
+            "--output_dir",
+            str(path.parent / "out"),
+            *SMALL,
+            *args,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_every_option_reaches_the_tuning_loop(model_dir, quantizers):
+    assert (
+        _run(
+            model_dir,
+            "--iters",
+            "3",
+            "--loss",
+            "vsraq",
+            "--vsraq_value_weight",
+            "0.5",
+            "--vsraq_structure_weight",
+            "2",
+            "--vsraq_margin",
+            "0.1",
+            "--vsraq_value_target",
+            "scores",
+            "--vsraq_structure",
+            "set_nll",
+            "--vsraq_temperature",
+            "0.25",
+            "--vsraq_no_lookahead",
+        )
+        == 0
+    )
+    expected = VSRAQConfig(
+        loss="vsraq",
+        value_weight=0.5,
+        structure_weight=2.0,
+        margin=0.1,
+        value_target="scores",
+        structure="set_nll",
+        temperature=0.25,
+        lookahead=False,
+    )
+    (q,) = quantizers
+    assert q.vsraq == expected and q.objective.config == expected
+    assert [r.iters for r in q.reports] == [3, 3]
+    assert all(not any("look-ahead" in k for k in r.agreement_after) for r in q.reports)
+    out = model_dir[0].parent / "out"
+    assert list(out.rglob("model.safetensors"))  # AutoRound's own export ran
+
+
+def test_without_loss_the_configs_are_autoround_s_own():
+    import auto_round.cli.main as ar_main
+    from auto_round.cli.algorithms import AlgorithmHandler
+
+    on_cli_import(ar_main)
+    parser = ar_main.build_quantize_parser()
+    args = parser.parse_args(["--model", "m", "--iters", "5", "--lr", "0.01"])
+    assert all(
+        getattr(args, a.dest) is None
+        for a in parser._actions
+        if a.option_strings and a.option_strings[0] in NEW_FLAGS
+    )
+    common = ar_main._extract_common_quantization_kwargs(args)
+    ours = AlgorithmHandler.build_configs(args, common)
+    original = AlgorithmHandler.build_configs.__func__.__wrapped__
+    theirs = original(AlgorithmHandler, args, common)
+    assert [type(c) for c in ours] == [type(c) for c in theirs]
+    assert type(ours[0]).__name__ == "SignRoundConfig"
+    assert [vars(c).keys() for c in ours] == [vars(c).keys() for c in theirs]
+    assert ours[0].iters == theirs[0].iters == 5 and ours[0].lr == 0.01
+
+
+@pytest.mark.slow
+def test_without_loss_plain_autoround_runs(model_dir, monkeypatch):
+    from auto_round.algorithms.quantization.sign_round.quantizer import (
+        SignRoundQuantizer,
+    )
+
+    made: list[type] = []
+    real = SignRoundQuantizer.__init__
+
+    def spy(self, config):
+        real(self, config)
+        made.append(type(self))
+
+    monkeypatch.setattr(SignRoundQuantizer, "__init__", spy)
+    assert _run(model_dir) == 0
+    assert made == [SignRoundQuantizer]  # AutoRound's own, not VSRAQQuantizer
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--loss", "vsraq", "--iters", "0"], "iters 0"),
+        (["--loss", "router_kl", "--vsraq_margin", "-1"], "margin"),
+        (["--loss", "vsraq", "--vsraq_temperature", "0"], "temperature"),
+        (["--vsraq_margin", "0.1"], "without --loss"),
+        (["--loss", "vsraq", "--algorithm", "awq"], "needs AutoRound's tuning"),
+        (["--loss", "vsraq", "--enable_adam"], "enable_adam"),
+        (["--loss", "vsraq", "--nblocks", "2"], "nblocks"),
+    ],
+)
+def test_option_errors_exit_2_with_a_message(args, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "unused", "--device_map", "cpu", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "auto-round: error:" in err and match in err
+
+
+def test_unknown_loss_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "unused", "--loss", "l2"])
+    assert e.value.code == 2
+    assert "invalid choice: 'l2'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dense_model_exits_2_naming_the_supported_families(tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    dense = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
+    dirs = save_model_dir(tmp_path / "dense", dense)
+    with pytest.raises(SystemExit) as e:
+        _run(dirs, "--loss", "vsraq")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no router adapter" in err and "qwen3_moe" in err
