@@ -79,7 +79,9 @@ def load(path: Path, dtype: torch.dtype = torch.float32) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
 
 
-def token_ids(vocab_size: int, n: int = 2, seq: int = SEQ, seed: int = 0) -> torch.Tensor:
+def token_ids(
+    vocab_size: int, n: int = 2, seq: int = SEQ, seed: int = 0
+) -> torch.Tensor:
     """Random ids in [2, vocab) (0 and 1 are the tokenizer's pad/eos)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(2, vocab_size, (n, seq), generator=g)

@@ -144,7 +144,11 @@ def test_saved_recipe_loads_in_a_fresh_process(exported):
     )
     env = {k: v for k, v in os.environ.items() if k != "VSRAQ_DISABLE_HOOK"}
     run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "LOADED vsraq 2" in run.stdout

@@ -83,8 +83,13 @@ def test_saved_recipe_round_trips(tmp_path):
     from vsraq_modifier import VSRAQModifier
 
     original = VSRAQModifier(
-        targets=["Linear"], scheme="W4A16", ignore=["lm_head"], iters=3,
-        value_weight=0.5, structure="set_nll", temperature=0.25,
+        targets=["Linear"],
+        scheme="W4A16",
+        ignore=["lm_head"],
+        iters=3,
+        value_weight=0.5,
+        structure="set_nll",
+        temperature=0.25,
     )
     path = tmp_path / "recipe.yaml"
     Recipe.from_modifiers([original]).yaml(file_path=str(path))

@@ -30,7 +30,11 @@ def _family(path: Path) -> str:
 
 
 def _matches(pattern: str, name: str) -> bool:
-    return bool(re.match(pattern[3:], name)) if pattern.startswith("re:") else name == pattern
+    return (
+        bool(re.match(pattern[3:], name))
+        if pattern.startswith("re:")
+        else name == pattern
+    )
 
 
 def _quantized(module: torch.nn.Module) -> bool:
@@ -77,7 +81,9 @@ def test_recipe_runs_on_tiny_model(path, checkpoints):
     # the recipe itself keeps every linear router/gate and lm_head out (AutoRound
     # also skips some gates on its own; the served config must not rely on that)
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and (GATES.search(name) or name == "lm_head"):
+        if isinstance(module, torch.nn.Linear) and (
+            GATES.search(name) or name == "lm_head"
+        ):
             assert any(_matches(p, name) for p in ignore), (family, name)
 
     ids = token_ids(model.config.vocab_size, n=2)
@@ -90,7 +96,9 @@ def test_recipe_runs_on_tiny_model(path, checkpoints):
         if any(_matches(p, name) for p in ignore) or GATES.search(name):
             assert not _quantized(module), (family, name)
     assert not _quantized(modules["lm_head"])
-    experts = [m for n, m in modules.items() if re.search(r"experts\.\d+\.\w+_proj$", n)]
+    experts = [
+        m for n, m in modules.items() if re.search(r"experts\.\d+\.\w+_proj$", n)
+    ]
     assert experts and all(_quantized(m) for m in experts), family
     assert all(hasattr(m, "weight_scale") for m in experts), family
     with torch.no_grad():

@@ -49,9 +49,7 @@ def _max_sample_error(seen: torch.Tensor, truth: torch.Tensor) -> float:
     """Largest over the batch's samples of the distance to the closest sample of
     ``truth`` (AutoRound visits samples in its own order)."""
     seen = seen.reshape(-1, *truth.shape[1:])
-    return max(
-        min(float((row - t).abs().max()) for t in truth) for row in seen.float()
-    )
+    return max(min(float((row - t).abs().max()) for t in truth) for row in seen.float())
 
 
 @pytest.mark.parametrize("family", ["qwen3_moe", "nemotron_h", "gpt_oss"])

@@ -58,7 +58,11 @@ class FullPrecisionChain:
         self._layer, self._outputs = None, []
 
     def feed(
-        self, layers: list[nn.Module], layer: nn.Module, calls: list[Captured], config: Any
+        self,
+        layers: list[nn.Module],
+        layer: nn.Module,
+        calls: list[Captured],
+        config: Any,
     ) -> list[Captured]:
         """``calls`` with the causal masks the pipeline lost put back
         (``masks.py``) and their hidden states replaced by the chain's, when the

@@ -30,7 +30,7 @@ _EAGER = ("eager",)
 
 
 def layer_attention_kind(config: Any, index: int) -> str:
-    """"full_attention", "sliding_attention", or another layer type that takes no
+    """ "full_attention", "sliding_attention", or another layer type that takes no
     causal mask (Mamba "linear_attention", Nemotron-H "moe")."""
     types = getattr(config, "layer_types", None)
     if types and index < len(types):

@@ -35,7 +35,6 @@ __all__ = ["VSRAQ_FIELDS", "VSRAQModifier"]
 VSRAQ_FIELDS: tuple[str, ...] = tuple(VSRAQConfig.model_fields)
 
 
-
 def _vsraq_validators() -> dict[str, Any]:
     """VSRAQConfig's field validators, applied to the same modifier fields."""
     decorators = VSRAQConfig.__pydantic_decorators__.field_validators
@@ -111,7 +110,9 @@ class VSRAQModifier(_VSRAQFields):
     @model_validator(mode="after")
     def _check_vsraq(self) -> VSRAQModifier:
         # every option was validated as a field already; one config for the run
-        self._vsraq = VSRAQConfig(**{name: getattr(self, name) for name in VSRAQ_FIELDS})
+        self._vsraq = VSRAQConfig(
+            **{name: getattr(self, name) for name in VSRAQ_FIELDS}
+        )
         if self._vsraq.is_routing_loss and self.iters < 1:
             raise ValueError(
                 f"VSRAQModifier.iters={self.iters} with loss={self.loss!r}: iters=0 is "
@@ -167,36 +168,34 @@ class VSRAQModifier(_VSRAQFields):
 
     # --- the AutoRound call ------------------------------------------------------
     def _update_device_map_for_dp(self, ar_kwargs: dict[str, Any]) -> None:
-        """Last look at the ``AutoRound(...)`` keyword arguments before
-        ``AutoRoundModifier.apply_autoround`` builds it: select the VSRAQ quantizer
-        and keep the layer's dtype."""
+        """The last hook before ``AutoRoundModifier.apply_autoround`` builds
+        ``AutoRound(**ar_kwargs)`` (contract-tested): adapt those arguments."""
         super()._update_device_map_for_dp(ar_kwargs)
-        ar_kwargs.update(self.autoround_kwargs(ar_kwargs))
+        self.adapt_autoround_kwargs(ar_kwargs)
 
-    def autoround_kwargs(self, ar_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """What VSRAQ changes in AutoRoundModifier's ``AutoRound(...)`` call."""
-        changes: dict[str, Any] = {}
-        layer = self._layer
-        if layer is not None:
-            # AutoRound casts the tuned layer to its amp dtype (bfloat16 on a CPU,
-            # whatever the model's dtype) and leaves it so; the pipeline then runs
-            # the next layer on mixed dtypes. amp off keeps a float32 layer float32.
-            dtype = next(layer.parameters()).dtype
-            changes["amp"] = dtype != torch.float32
+    def adapt_autoround_kwargs(self, ar_kwargs: dict[str, Any]) -> None:
+        """What VSRAQ changes in AutoRoundModifier's ``AutoRound(...)`` call:
+        the VSRAQ quantizer's config, and AutoRound's amp off for float32 layers.
+
+        AutoRound casts the tuned layer to its amp dtype (bfloat16 on a CPU,
+        whatever the model's dtype) and leaves it so; the pipeline then runs the
+        next layer on mixed dtypes.
+        """
+        if self._layer is not None:
+            ar_kwargs["amp"] = next(self._layer.parameters()).dtype != torch.float32
         if self.iters == 0:
-            return changes  # round-to-nearest: AutoRound's own path (loss=mse only)
+            return  # round-to-nearest: AutoRound's own path (loss=mse only)
         from vsraq_modifier.integrations.llmcompressor.quantizer import (
             LLMCompressorVSRAQSignRoundConfig,
         )
 
         ar_kwargs.pop("disable_opt_rtn", None)  # an RTN option; SignRound has none
-        changes["alg_configs"] = LLMCompressorVSRAQSignRoundConfig(
+        ar_kwargs["alg_configs"] = LLMCompressorVSRAQSignRoundConfig(
             host_model=self._model,
             vsraq=self.vsraq,
             iters=ar_kwargs.pop("iters", self.iters),
             lr=ar_kwargs.pop("lr", self.lr),
         )
-        return changes
 
 
 register(VSRAQModifier)

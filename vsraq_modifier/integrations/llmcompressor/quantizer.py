@@ -32,7 +32,11 @@ from vsraq_modifier.lookahead import LookaheadPath
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import decoder_layers
 
-__all__ = ["HostModel", "LLMCompressorVSRAQQuantizer", "LLMCompressorVSRAQSignRoundConfig"]
+__all__ = [
+    "HostModel",
+    "LLMCompressorVSRAQQuantizer",
+    "LLMCompressorVSRAQSignRoundConfig",
+]
 
 
 class HostModel:

@@ -30,7 +30,9 @@ from torch import nn
 
 __all__ = ["load_compressed", "repair_experts"]
 
-_EXPERT = re.compile(r"^(?P<experts>.+\.experts)\.(?P<index>\d+)\.(?P<proj>\w+)\.(?P<param>\w+)$")
+_EXPERT = re.compile(
+    r"^(?P<experts>.+\.experts)\.(?P<index>\d+)\.(?P<proj>\w+)\.(?P<param>\w+)$"
+)
 
 
 def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -75,8 +77,15 @@ def _decompressed_experts(
             continue
         fmt = scheme.format or infer_module_format(nn.Linear, scheme)
         compressor = BaseCompressor.get_value_from_registry(fmt)
-        weight_keys = ("weight_packed", "weight", "weight_scale", "weight_global_scale",
-                       "weight_zero_point", "weight_shape", "weight_g_idx")
+        weight_keys = (
+            "weight_packed",
+            "weight",
+            "weight_scale",
+            "weight_global_scale",
+            "weight_zero_point",
+            "weight_shape",
+            "weight_g_idx",
+        )
         state = {k: v for k, v in state.items() if k in weight_keys}
         out[experts][(index, proj)] = compressor.decompress(state, scheme)["weight"]
     return out
@@ -112,7 +121,9 @@ def repair_experts(model: nn.Module, path: str | Path) -> int:
     return done
 
 
-def load_compressed(path: str | Path, dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> nn.Module:
+def load_compressed(
+    path: str | Path, dtype: torch.dtype = torch.bfloat16, **kwargs: Any
+) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` of an llm-compressor checkpoint,
     with the MoE experts decompressed correctly (see the module docstring)."""
     from transformers import AutoModelForCausalLM
