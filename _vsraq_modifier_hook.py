@@ -1,17 +1,18 @@
 """Post-import hook that lets the hosts find vsraq-modifier without an explicit import.
 
 Imported at every interpreter start by ``vsraq_modifier.pth``; it must stay cheap:
-stdlib only, no torch. It installs a meta-path finder that waits for one of the
-target modules below to be imported and, right after that module has executed,
-calls the plugin's registration function for it. Nothing else is touched.
+only ``os`` and ``sys`` (already loaded by ``site``), no torch, not even
+``importlib.abc`` (which pulls in ``importlib.resources``, pathlib, tempfile, ...:
+~30 ms, most of a bare interpreter start). It installs a meta-path finder (duck
+typed) that waits for one of the target modules below to be imported and, right
+after that module has executed, calls the plugin's registration function for it.
+Nothing else is touched.
 
 Set ``VSRAQ_DISABLE_HOOK=1`` to switch it off.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
 
@@ -28,6 +29,8 @@ TARGETS: dict[str, str] = {
 def _run_callback(target: str, module: object) -> None:
     """Call the plugin's registration; a failure warns instead of breaking the
     host's own import (the host still works, only without vsraq)."""
+    import importlib
+
     mod_name, func_name = target.split(":")
     try:
         callback = getattr(importlib.import_module(mod_name), func_name)
@@ -45,10 +48,19 @@ def _run_callback(target: str, module: object) -> None:
         )
 
 
-class _PostImportLoader(importlib.abc.Loader):
-    def __init__(self, wrapped: importlib.abc.Loader, target: str) -> None:
+class _PostImportLoader:
+    """importlib Loader protocol; everything else (get_source for tracebacks,
+    get_filename, is_package, ...) is the wrapped loader's."""
+
+    def __init__(self, wrapped, target: str) -> None:  # noqa: ANN001
         self._wrapped = wrapped
         self._target = target
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        wrapped = self.__dict__.get("_wrapped")
+        if wrapped is None:
+            raise AttributeError(name)
+        return getattr(wrapped, name)
 
     def create_module(self, spec):  # noqa: ANN001 - importlib protocol
         return self._wrapped.create_module(spec)
@@ -58,7 +70,7 @@ class _PostImportLoader(importlib.abc.Loader):
         _run_callback(self._target, module)
 
 
-class _PostImportFinder(importlib.abc.MetaPathFinder):
+class _PostImportFinder:  # importlib MetaPathFinder protocol
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001
         callback = TARGETS.get(fullname)
         if callback is None:
