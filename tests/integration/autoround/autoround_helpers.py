@@ -81,3 +81,21 @@ def save_model_dir(
     data = path / "calib.json"
     data.write_text(json.dumps(rows))
     return path, data
+
+
+def spy_objective(quantizer: Any, on_call: Any) -> None:
+    """Replace ``quantizer.objective`` by a pass-through that first calls
+    ``on_call(pairs, host_loss, loss)`` with the real objective's loss (the real
+    objective still computes everything; reset/first/last are the real one's)."""
+    real = quantizer.objective
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def __call__(self, pairs: Any, host_loss: Any = None) -> Any:
+            loss, terms = real(pairs, host_loss=host_loss)
+            on_call(pairs, host_loss, loss)
+            return loss, terms
+
+    quantizer.objective = Spy()

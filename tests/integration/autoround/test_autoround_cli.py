@@ -60,6 +60,28 @@ def test_help_lists_the_options_through_the_import_hook():
     assert all(flag in explicit for flag in NEW_FLAGS)
 
 
+def test_interpreter_start_up_loads_nothing_for_the_hook():
+    """The .pth hook must cost nothing measurable in processes that never run
+    auto-round: it adds no module at start-up (importlib.abc alone would pull in
+    importlib.resources, pathlib, tempfile: ~30 ms)."""
+    code = "import sys; print(' '.join(sorted(sys.modules)))"
+
+    def modules(**env: str) -> set[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        return set(out.stdout.split())
+
+    with_hook = modules()
+    assert with_hook == modules(VSRAQ_DISABLE_HOOK="1")
+    assert "_vsraq_modifier_hook" in with_hook
+    assert not {"importlib.abc", "pathlib", "torch", "auto_round"} & with_hook
+
+
 @pytest.fixture
 def model_dir(tmp_path):
     return save_model_dir(tmp_path / "model", small_moe())

@@ -7,7 +7,13 @@ import re
 
 import pytest
 import torch
-from autoround_helpers import calib_ids, quantize, small_moe, tiny_tokenizer
+from autoround_helpers import (
+    calib_ids,
+    quantize,
+    small_moe,
+    spy_objective,
+    tiny_tokenizer,
+)
 
 from vsraq_modifier.integrations.autoround import autoround
 from vsraq_modifier.routing import route
@@ -16,45 +22,36 @@ EXPERT = re.compile(r"mlp\.experts\.(\d+)\.")
 
 
 def _probe_block0(ar, into: dict) -> None:
-    """Wrap the quantizer's objective: on its first call in layer 0, record the
-    gradient of the routing loss alone w.r.t. every tunable parameter of the
-    block (AutoRound's rounding ``value`` and min/max scales of each wrapped
-    linear) and the experts the tuning forward routed tokens to."""
+    """On the objective's first call in layer 0, record the gradient of the
+    routing loss alone w.r.t. every tunable parameter of the block (AutoRound's
+    rounding ``value`` and min/max scales of each wrapped linear) and the experts
+    the tuning forward routed tokens to."""
     q = ar.alg_composer.block_quantizer
-    real = q.objective
 
-    class Probe:
-        def __getattr__(self, name):  # reset(), first, last, config: the real one's
-            return getattr(real, name)
-
-        def __call__(self, pairs, host_loss):
-            return probe(pairs, host_loss)
-
-    def probe(pairs, host_loss):
-        loss, terms = real(pairs, host_loss=host_loss)
+    def probe(pairs, host_loss, loss):
         run = q._run
-        if "grads" not in into and run.index == 0:
-            params = {
-                f"{name}.{key}": p
-                for name, m in run.layer.named_modules()
-                if hasattr(m, "orig_layer")
-                for key, p in m.params.items()
-            }
-            grads = torch.autograd.grad(
-                loss, list(params.values()), retain_graph=True, allow_unused=True
-            )
-            into["grads"] = {
-                n: (torch.zeros_like(p) if g is None else g)
-                for (n, p), g in zip(params.items(), grads, strict=True)
-            }
-            own = pairs[0]  # the block's own router on this tuning forward
-            idx = route(own.logits.detach(), own.spec).indices
-            into["any"] = set(idx.flatten().tolist())
-            into["valid"] = set(idx[own.mask].flatten().tolist())
-            into["keys"] = len(pairs)
-        return loss, terms
+        if "grads" in into or run.index != 0:
+            return
+        params = {
+            f"{name}.{key}": p
+            for name, m in run.layer.named_modules()
+            if hasattr(m, "orig_layer")
+            for key, p in m.params.items()
+        }
+        grads = torch.autograd.grad(
+            loss, list(params.values()), retain_graph=True, allow_unused=True
+        )
+        into["grads"] = {
+            n: (torch.zeros_like(p) if g is None else g)
+            for (n, p), g in zip(params.items(), grads, strict=True)
+        }
+        own = pairs[0]  # the block's own router on this tuning forward
+        idx = route(own.logits.detach(), own.spec).indices
+        into["any"] = set(idx.flatten().tolist())
+        into["valid"] = set(idx[own.mask].flatten().tolist())
+        into["keys"] = len(pairs)
 
-    q.objective = Probe()
+    spy_objective(q, probe)
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from vsraq_modifier.integrations.autoround.taps import Agreement
 from vsraq_modifier.lookahead import LookaheadPath, next_router_path
 from vsraq_modifier.objective import BlockObjective, RouterPair
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
-from vsraq_modifier.routers.base import RouterSite, decoder_layers
+from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
 
 __all__ = ["VSRAQQuantizer"]
 
@@ -67,6 +67,8 @@ class VSRAQQuantizer(SignRoundQuantizer):
         self._layer_names: dict[int, str] = {}
         self._offloader: Any = None
         self._run: BlockRun | None = None
+        #: decoder layer whose captured inputs AutoRound replays on every block
+        self._inputs_of: int | None = None
 
     # --- run setup -------------------------------------------------------------
     def can_compile_block_forward(self) -> bool:
@@ -123,6 +125,8 @@ class VSRAQQuantizer(SignRoundQuantizer):
                     "vsraq tunes one decoder layer at a time; remove nblocks"
                 )
             return handles  # not a decoder layer (e.g. a vision tower block)
+        if self._inputs_of is None:
+            self._inputs_of = index
         own = [s for s in self._sites if s.layer == index]
         path = None
         if self.vsraq.lookahead:
@@ -138,11 +142,20 @@ class VSRAQQuantizer(SignRoundQuantizer):
     def _prepare_lookahead(self, path: LookaheadPath | None, block: nn.Module) -> None:
         """AutoRound may have offloaded the untuned layers (low_cpu_mem_usage: their
         weights emptied or on meta); bring the look-ahead layers back. They stay
-        loaded: AutoRound's own reload at their turn is then a no-op."""
+        loaded: AutoRound's own reload at their turn is then a no-op.
+
+        AutoRound replays the first block's captured inputs on every block, so
+        the attention mask is of that layer's type; a look-ahead layer of another
+        type (gpt-oss sliding/full, Nemotron-H) gets the mask of its own."""
         if path is None:
             return
         from auto_round.modeling.fused_moe.replace_modules import materialize_model_
         from auto_round.utils import convert_module_to_hp_if_necessary
+
+        from vsraq_modifier.integrations.llmcompressor.masks import lookahead_kwargs
+
+        config = text_config(self.model.config)
+        path.kwargs_for = lookahead_kwargs(config, self._inputs_of or 0)
 
         device = next(block.parameters()).device
         for layer in path.layers:
