@@ -1,0 +1,403 @@
+"""``vsraq demo``: AutoRound's own loss vs VSRAQ on the shipped MoE, end to end.
+
+Quantizes the shipped model twice at the same scheme, seed, iterations and
+calibration samples (drawn from the shipped calibration text, disjoint from the
+held-out text): once with AutoRound's own loss (label ``mse``), once with the VSRAQ
+loss (label ``vsraq``). Writes both checkpoints, then the routing report of both
+against the full-precision model (``vsraq report``'s code, in this process), and
+prints the settings and the comparison.
+
+Output directory::
+
+    DIR/mse/  DIR/vsraq/        checkpoints (renamed into place when complete)
+    DIR/routing.json, routing.png   the report (docs/report.md)
+    DIR/demo.json               the settings and quantization times
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULTS", "DemoInputError", "add_parser", "run"]
+
+#: chosen so the whole demo takes about 5 minutes on 2 idle cores (docs/demo.md)
+DEFAULTS: dict[str, Any] = {
+    "scheme": "W4A16",
+    "iters": 50,
+    "seed": 0,
+    "nsamples": 32,
+    "seqlen": 256,
+    "batch_size": 8,
+    "eval_tokens": 8192,
+    "eval_seq_len": 256,
+    "threads": 1,
+}
+LABELS = ("mse", "vsraq")
+#: what the demo writes into DIR (removed first by --overwrite)
+OUTPUTS = (*LABELS, "routing.json", "routing.png", "demo.json", ".work")
+
+_EPILOG = """\
+examples:
+  vsraq demo --out demo
+  vsraq demo --out demo --overwrite --iters 200 --scheme W3A16
+
+The demo refuses a DIR that is not empty unless --overwrite is given (which
+replaces only the files the demo writes). Checkpoints are written under DIR/.work
+and renamed to DIR/mse and DIR/vsraq only once complete.
+"""
+
+
+class DemoInputError(ValueError):
+    """An input the demo cannot use (named in the message)."""
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return n
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from vsraq_modifier.cli.runs import SCHEMES
+
+    p = subparsers.add_parser(
+        "demo",
+        help="quantize the shipped MoE with AutoRound's loss and with VSRAQ, compare",
+        description="Quantize the shipped MoE with AutoRound's own loss (label mse)\n"
+        "and with VSRAQ (label vsraq) at the same scheme, seed, iterations and\n"
+        "calibration samples; write both checkpoints and the routing report\n"
+        "(routing.json, routing.png) to DIR; print the settings and the comparison.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = DEFAULTS
+    p.add_argument(
+        "--out", metavar="DIR", required=True, help="output directory (empty or new)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty DIR; replaces the demo's own outputs in it",
+    )
+    p.add_argument(
+        "--scheme",
+        choices=list(SCHEMES),
+        default=d["scheme"],
+        help=f"AutoRound scheme (default: {d['scheme']}: int4 weights, group 128). "
+        + "; ".join(f"{s.name}: {s.description}" for s in SCHEMES.values()),
+    )
+    p.add_argument(
+        "--iters",
+        type=_positive,
+        default=d["iters"],
+        help=f"SignRound iterations per block, both runs (default: {d['iters']}; "
+        "AutoRound's own default is 200)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        help="AutoRound's seed and the choice of calibration windows, both runs "
+        f"(default: {d['seed']})",
+    )
+    p.add_argument(
+        "--nsamples",
+        type=_positive,
+        default=d["nsamples"],
+        help=f"calibration samples (default: {d['nsamples']})",
+    )
+    p.add_argument(
+        "--seqlen",
+        type=_positive,
+        default=d["seqlen"],
+        help=f"tokens per calibration sample (default: {d['seqlen']})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=d["batch_size"],
+        help=f"samples per tuning step (default: {d['batch_size']})",
+    )
+    p.add_argument(
+        "--eval-tokens",
+        type=_positive,
+        default=d["eval_tokens"],
+        help="held-out tokens the report evaluates (the first N; default: "
+        f"{d['eval_tokens']})",
+    )
+    p.add_argument(
+        "--eval-seq-len",
+        type=_positive,
+        default=d["eval_seq_len"],
+        help=f"tokens per evaluation chunk (default: {d['eval_seq_len']})",
+    )
+    p.add_argument(
+        "--no-oracle",
+        action="store_true",
+        help="skip the oracle-routing pass (each model's perplexity with its routers "
+        "forced to the reference's expert choice; one more pass per model)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=d["threads"],
+        help="torch threads (default: 1; on a small shared CPU a second thread "
+        "makes AutoRound's many small ops wait for a busy core)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="PATH",
+        default=None,
+        help="checkpoint directory with a tokenizer (default: the shipped model, "
+        "vsraq_modifier/data/model)",
+    )
+    p.add_argument(
+        "--calibration-text",
+        metavar="FILE",
+        default=None,
+        help="UTF-8 text to draw calibration samples from, first 80%% of its tokens "
+        "(default: the shipped vsraq_modifier/data/calibration.txt)",
+    )
+    p.add_argument(
+        "--text",
+        metavar="FILE",
+        default=None,
+        help="held-out UTF-8 text for the report (default: the shipped "
+        "vsraq_modifier/data/heldout.txt)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no report progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from vsraq_modifier.metrics.loading import IncompleteCheckpointError
+
+    try:
+        return _run(args)
+    except (DemoInputError, FileNotFoundError, IncompleteCheckpointError) as e:
+        print(f"vsraq demo: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DemoInputError(f"--out {out} is a file; pass a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DemoInputError(
+            f"--out {out} is not empty; pass --overwrite to replace the demo's "
+            "outputs in it, or choose a new directory"
+        )
+
+
+def _prepare_out(out: Path) -> None:
+    if out.is_dir():
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    from vsraq_modifier import data
+
+    model = Path(args.model) if args.model else data.shipped_model_dir()
+    calib = (
+        Path(args.calibration_text)
+        if args.calibration_text
+        else data.calibration_text_path()
+    )
+    text = Path(args.text) if args.text else data.heldout_text_path()
+    if not (model / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model}: no config.json")
+    for what, path in (("--calibration-text", calib), ("--text", text)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {path} is not a file")
+    return model, calib, text
+
+
+def _stage(message: str) -> None:
+    print(f"\n=== {message}", file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace, model: Path, calib: Path, text: Path) -> dict:
+    return {
+        "model": str(model),
+        "scheme": args.scheme,
+        "iters": args.iters,
+        "seed": args.seed,
+        "nsamples": args.nsamples,
+        "seqlen": args.seqlen,
+        "batch_size": args.batch_size,
+        "calibration_text": str(calib),
+        "heldout_text": str(text),
+        "eval_tokens": args.eval_tokens,
+        "eval_seq_len": args.eval_seq_len,
+        "oracle": not args.no_oracle,
+        "threads": args.threads,
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    model_dir, calib, text = _inputs(args)
+    _prepare_out(out)
+
+    import torch
+
+    from vsraq_modifier.calibration import (
+        calibration_samples,
+        split_tokens,
+        text_token_ids,
+    )
+    from vsraq_modifier.cli.runs import quantize_checkpoint
+
+    torch.set_num_threads(args.threads)
+    settings = _settings(args, model_dir, calib, text)
+    print("vsraq demo settings:")
+    for key, value in settings.items():
+        print(f"  {key:17} {value}")
+    sys.stdout.flush()
+
+    ids = split_tokens(text_token_ids(calib, model_dir), "calibration")
+    samples = calibration_samples(
+        ids, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed
+    )
+    work = out / ".work"
+    work.mkdir()
+    # AutoRound calls gc.collect() after every block; with the interpreter's
+    # objects frozen those collections stay cheap (results unchanged).
+    gc.collect()
+    gc.freeze()
+    runs = {}
+    try:
+        for i, label in enumerate(LABELS, 1):
+            _stage(
+                f"[{i}/3] quantizing with loss={label} ({args.scheme}, "
+                f"{args.iters} iters)"
+            )
+            with contextlib.chdir(work):  # AutoRound's work files stay in DIR/.work
+                runs[label] = quantize_checkpoint(
+                    model_dir,
+                    (out / label).resolve(),
+                    method=label,
+                    scheme=args.scheme,
+                    dataset=samples,
+                    seed=args.seed,
+                    iters=args.iters,
+                    batch_size=args.batch_size,
+                    work_dir=work.resolve(),
+                )
+            print(f"{label}: {runs[label].seconds:.1f} s", file=sys.stderr)
+    finally:
+        gc.unfreeze()
+    shutil.rmtree(work, ignore_errors=True)
+
+    _stage("[3/3] routing report: reference vs mse and vsraq on held-out text")
+    report = _report(args, model_dir, text, out)
+    summary = _summary(report, runs)
+    doc = {
+        "settings": settings,
+        "quantization": {
+            k: {"seconds": r.seconds, "path": str(r.path), **r.settings}
+            for k, r in runs.items()
+        },
+        "summary": summary,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    (out / "demo.json").write_text(json.dumps(doc, indent=2) + "\n")
+    from vsraq_modifier.metrics import format_table
+
+    print()
+    print(format_table(report))
+    print()
+    print(_format_summary(summary))
+    print(
+        f"\nwrote {out / 'mse'}, {out / 'vsraq'}, {out / 'routing.json'}, "
+        f"{out / 'routing.png'}, {out / 'demo.json'} "
+        f"({doc['wall_seconds'] / 60:.1f} min)"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace, model_dir: Path, text: Path, out: Path):
+    from vsraq_modifier.metrics import evaluate_routing
+    from vsraq_modifier.metrics.loading import load_model, load_token_ids
+    from vsraq_modifier.metrics.plot import plot_report
+
+    token_ids = load_token_ids(text, model_dir, args.eval_tokens)
+    reference = load_model(model_dir).model
+
+    def loader(path: Path):
+        return lambda: load_model(path).model
+
+    report = evaluate_routing(
+        reference,
+        [(label, str(out / label), loader(out / label)) for label in LABELS],
+        token_ids,
+        seq_len=args.eval_seq_len,
+        reference_path=str(model_dir),
+        oracle=not args.no_oracle,
+        progress=not args.no_progress,
+    )
+    report.write_json(out / "routing.json")
+    plot_report(report, out / "routing.png")
+    return report
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _summary(report: Any, runs: dict) -> dict[str, float | None]:
+    by = {m.label: m for m in report.models}
+    mse, vsraq = by["mse"], by["vsraq"]
+    d_mse, d_vsraq = 1 - mse.mean("jaccard"), 1 - vsraq.mean("jaccard")
+    gain = None
+    if mse.oracle_perplexity is not None:
+        gain = _ratio(
+            mse.perplexity - vsraq.perplexity, mse.perplexity - mse.oracle_perplexity
+        )
+    return {
+        "disagreement_mse": d_mse,
+        "disagreement_vsraq": d_vsraq,
+        "disagreement_ratio": _ratio(d_vsraq, d_mse),
+        "perplexity_mse": mse.perplexity,
+        "perplexity_vsraq": vsraq.perplexity,
+        "kl_mse": mse.kl,
+        "kl_vsraq": vsraq.kl,
+        "oracle_gain_captured": gain,
+        "time_ratio": _ratio(runs["vsraq"].seconds, runs["mse"].seconds),
+    }
+
+
+def _format_summary(s: dict[str, float | None]) -> str:
+    lines = [
+        "vsraq vs mse (same scheme, seed, iterations, calibration samples):",
+        f"  routing disagreement (1 - mean Jaccard): {s['disagreement_vsraq']:.4f} vs "
+        f"{s['disagreement_mse']:.4f} ({s['disagreement_ratio']:.2f}x)",
+        f"  perplexity: {s['perplexity_vsraq']:.3f} vs {s['perplexity_mse']:.3f}",
+        f"  KL(reference || model): {s['kl_vsraq']:.5f} vs {s['kl_mse']:.5f}",
+    ]
+    if s["oracle_gain_captured"] is not None:
+        lines.append(
+            "  share of mse's oracle-routing gain (ppl - oracle ppl) that vsraq "
+            f"recovers: {s['oracle_gain_captured']:.2f}"
+        )
+    lines.append(f"  quantization time: {s['time_ratio']:.2f}x mse's")
+    return "\n".join(lines)
