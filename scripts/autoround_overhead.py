@@ -8,7 +8,8 @@ Run one configuration per process, so that the peak RSS belongs to it alone::
 
 Prints one JSON line: tuning wall and CPU seconds (``quantize()`` only, model build
 and imports excluded; CPU time = user + system of this single-threaded process, far
-less disturbed than wall time on a shared machine), the process's peak RSS, and the
+less disturbed than wall time on a shared machine), the RSS before tuning and the
+peak RSS during tuning (Linux VmHWM, reset right before ``quantize()``), and the
 largest per-block VSRAQ reference-logit store.
 """
 
@@ -21,6 +22,21 @@ import resource
 import time
 
 import torch
+
+
+def _status_mb(field: str) -> int:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024)
+    return -1
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so that it measures tuning."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _cpu_seconds() -> float:
@@ -91,6 +107,8 @@ def main() -> None:
             **run,
         )
     gc.collect()
+    rss_before = _status_mb("VmRSS")
+    _reset_peak_rss()
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     ar.quantize()
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
@@ -102,9 +120,8 @@ def main() -> None:
                 "loss": args.loss,
                 "tune_wall_s": round(seconds, 2),
                 "tune_cpu_s": round(cpu, 2),
-                "peak_rss_mb": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                ),
+                "rss_before_mb": rss_before,
+                "peak_rss_during_tuning_mb": _status_mb("VmHWM"),
                 "max_reference_bytes": max(ref) if ref else 0,
             }
         )

@@ -12,7 +12,8 @@ import torch
 from vsraq_modifier.testing import tiny_model
 
 VOCAB = 128
-#: small enough for seconds per run; 2 minibatches per iteration (batch split)
+#: small enough for seconds per run (each iteration draws batch_size x
+#: gradient_accumulate_steps of the samples)
 RUN = dict(nsamples=4, seqlen=32, batch_size=2, device_map="cpu", scheme="W4A16")
 #: dims that every scheme's group size divides (g128 needs in_features >= 128)
 EXPORT_DIMS = dict(

@@ -82,10 +82,11 @@ def test_helper_from_a_model_directory_with_offloading(tmp_path, log_lines):
 @pytest.mark.slow
 def test_config_object_with_iters_given_to_autoround_directly():
     """``AutoRound(..., alg_configs=VSRAQSignRoundConfig(...), iters=2)``: AutoRound
-    forwards ``iters`` only to configs whose class name contains "signround"."""
+    forwards ``iters`` only to configs whose class name contains "signround".
+    Gradient accumulation over 2 minibatches of 2 samples per iteration."""
     from auto_round import AutoRound
 
-    config = VSRAQSignRoundConfig(**OPTIONS)
+    config = VSRAQSignRoundConfig(gradient_accumulate_steps=2, **OPTIONS)
     ar = AutoRound(
         small_moe(),
         tiny_tokenizer(),
@@ -97,6 +98,9 @@ def test_config_object_with_iters_given_to_autoround_directly():
     )
     ar.quantize()
     _check_reached_loop(ar, VSRAQConfig(**OPTIONS), ITERS)
+    q = ar.alg_composer.block_quantizer
+    assert q.gradient_accumulate_steps == 2
+    assert q.objective.calls == 2 * ITERS  # one objective call per minibatch
 
 
 def test_algorithm_alias_selects_the_quantizer_with_the_defaults():

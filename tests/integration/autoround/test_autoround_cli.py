@@ -182,6 +182,22 @@ def test_without_loss_the_configs_are_autoround_s_own():
     assert ours[0].iters == theirs[0].iters == 5 and ours[0].lr == 0.01
 
 
+def test_algorithm_vsraq_is_loss_vsraq():
+    import auto_round.cli.main as ar_main
+    from auto_round.cli.algorithms import AlgorithmHandler
+
+    from vsraq_modifier.integrations.autoround import VSRAQSignRoundConfig
+
+    on_cli_import(ar_main)
+    parser = ar_main.build_quantize_parser()
+    for argv in (["--algorithm", "vsraq"], ["--loss", "vsraq"]):
+        args = parser.parse_args(["--model", "m", "--iters", "4", *argv])
+        common = ar_main._extract_common_quantization_kwargs(args)
+        (config,) = AlgorithmHandler.build_configs(args, common)
+        assert type(config) is VSRAQSignRoundConfig
+        assert config.vsraq == VSRAQConfig() and config.iters == 4
+
+
 @pytest.mark.slow
 def test_without_loss_plain_autoround_runs(model_dir, monkeypatch):
     from auto_round.algorithms.quantization.sign_round.quantizer import (
