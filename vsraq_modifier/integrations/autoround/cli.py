@@ -26,7 +26,13 @@ from loguru import logger
 
 from vsraq_modifier.config import VSRAQConfig
 
-__all__ = ["FLAGS", "add_vsraq_arguments", "main", "on_cli_import"]
+__all__ = [
+    "FLAGS",
+    "add_vsraq_arguments",
+    "build_vsraq_configs",
+    "main",
+    "on_cli_import",
+]
 
 _FIELDS = VSRAQConfig.model_fields
 
