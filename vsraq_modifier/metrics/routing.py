@@ -11,7 +11,9 @@ reference / quantized top-k sets:
   (DeepSeek-V3 family) are read correctly
 - weight_overlap: sum_e min(g_e, g*_e), each model's routing weights over its own
   selected experts normalised to sum 1 (computed as 1 - |g - g*|_1 / 2, the same
-  number, exactly 1.0 when the weights are equal)
+  number, exactly 1.0 when the weights are equal); where a router's own weights
+  are undefined (0/0 or inf: selected sigmoid scores that all underflow, inf
+  logits) its selected experts count equally
 
 :class:`RoutingAccumulator` sums these over chunks of tokens (float64) so that one
 implementation serves a single batch and a stream of evaluation chunks alike.
@@ -54,18 +56,23 @@ class LayerMetrics:
         return asdict(self)
 
 
+def _indices(routing: Routing, scores: torch.Tensor) -> torch.Tensor:
+    """Selected experts [T, k] (also for T = 0, where a -1 in reshape is ambiguous)."""
+    return routing.indices.reshape(scores.shape[0], routing.indices.shape[-1])
+
+
 def _selection_mask(routing: Routing) -> torch.Tensor:
     """Boolean [T, E]: the selected experts."""
     scores = routing.scores.reshape(-1, routing.scores.shape[-1])
     mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    return mask.scatter_(-1, routing.indices.reshape(scores.shape[0], -1), True)
+    return mask.scatter_(-1, _indices(routing, scores), True)
 
 
 def first_expert(routing: Routing) -> torch.Tensor:
     """[T]: the selected expert with the highest selection score (ties: the one
     listed first, which is the model's own first expert when its top-k is sorted)."""
     scores = routing.scores.reshape(-1, routing.scores.shape[-1])
-    indices = routing.indices.reshape(scores.shape[0], -1)
+    indices = _indices(routing, scores)
     best = scores.gather(-1, indices).argmax(dim=-1, keepdim=True)
     return indices.gather(-1, best).squeeze(-1)
 
@@ -74,8 +81,13 @@ def normalised_weights(routing: Routing) -> torch.Tensor:
     """Dense [T, E] float64 routing weights over the selected experts, summing to 1
     per token (removes norm_topk_prob / routed_scaling_factor differences)."""
     scores = routing.scores.reshape(-1, routing.scores.shape[-1])
-    indices = routing.indices.reshape(scores.shape[0], -1)
+    indices = _indices(routing, scores)
     w = routing.weights.reshape(indices.shape).to(torch.float64)
+    total = w.sum(dim=-1, keepdim=True)
+    # a router whose own weights are 0/0 or inf (all selected sigmoid scores
+    # underflowed, inf logits): its experts' share is undefined; count them equally
+    degenerate = ~torch.isfinite(total) | (total <= 0)
+    w = torch.where(degenerate, torch.ones_like(w), w)
     w = w / w.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     dense = torch.zeros(scores.shape, dtype=torch.float64, device=scores.device)
     return dense.scatter_(-1, indices, w)
@@ -108,7 +120,8 @@ def token_metrics(reference: Routing, quantized: Routing) -> dict[str, torch.Ten
         "jaccard": inter / union,
         "exact_match": (ref_set == q_set).all(-1).to(torch.float64),
         "top1_agreement": top1.to(torch.float64),
-        "weight_overlap": 1.0 - 0.5 * overlap_l1,
+        # disjoint sets: |g - g*|_1 = 2 up to rounding, which could dip below 0
+        "weight_overlap": (1.0 - 0.5 * overlap_l1).clamp(0.0, 1.0),
     }
 
 
