@@ -5,10 +5,7 @@
   test so that other tests still build the stock modules.
 - AutoRound writes work files (offloaded weights, default output) relative to the
   working directory: each test runs in its own ``tmp_path``.
-- One torch thread: on 2 cores shared with other processes, a second OpenMP
-  thread makes every small op wait for a busy core (torch.round on a 128 x 128
-  tensor: 2 us with 1 thread, 12 ms with 2 under load); a tiny AutoRound run
-  drops from ~25 s to ~2 s.
+- One torch thread: set for the whole suite in tests/conftest.py.
 - AutoRound calls ``gc.collect()`` after every block (~17 times per tiny run); in a
   test process holding torch + transformers each call scans every object (0.2-0.5 s
   on 2 busy cores, half of a tiny run). Freezing the objects alive before the test
@@ -63,12 +60,3 @@ def cheap_gc():
 def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,16 +19,6 @@ def llmcompressor_session():
     gc.collect()
     gc.freeze()
     yield
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny matmuls with 2 threads on oversubscribed cores
-    spend most of their time waiting (measured 20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
