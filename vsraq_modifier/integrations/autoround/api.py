@@ -52,7 +52,10 @@ def autoround(
     options (``iters``, ``lr``, ``gradient_accumulate_steps``, ...), scheme fields
     (``bits``, ``group_size``, ...) and any ``AutoRound`` argument (``scheme``,
     ``dataset``, ``nsamples``, ``seqlen``, ``batch_size``, ``device_map``, ...).
-    Unknown keywords raise ``TypeError``.
+    Unknown keywords raise ``TypeError``. The compressor's ``quantize_and_save``
+    writes the checkpoint into a staging directory and renames it into place when
+    complete; an existing non-empty export directory is refused before tuning
+    unless ``overwrite=True`` is passed to it (``integrations/autoround/saving.py``).
 
     Example::
 
@@ -80,4 +83,7 @@ def autoround(
 
     from auto_round import AutoRound
 
-    return AutoRound(model, tokenizer, alg_configs=config, **kwargs)
+    from vsraq_modifier.integrations.autoround.saving import stage_saves
+
+    # quantize_and_save: the checkpoint appears complete or not at all
+    return stage_saves(AutoRound(model, tokenizer, alg_configs=config, **kwargs))

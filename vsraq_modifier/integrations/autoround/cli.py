@@ -9,8 +9,10 @@ AutoRound 0.15.1 has no plugin entry points. The post-import hook
 - wraps ``AlgorithmHandler.build_configs``: with ``--loss`` (or
   ``--algorithm vsraq``) AutoRound's SignRound config becomes a
   :class:`VSRAQSignRoundConfig`; without it nothing changes;
-- wraps ``tune``: routing losses run with torch.compile off, and option or model
-  errors end the command with exit status 2 and one message.
+- wraps ``tune``: routing losses run with torch.compile off, the checkpoint is
+  staged (``saving.py``: complete or absent), and option, model, data, memory or
+  output-directory errors end the command with exit status 2 and one message
+  (NaN/inf during tuning: exit status 1).
 
 ``python -m vsraq_modifier.integrations.autoround`` does the same explicitly.
 """
@@ -18,6 +20,7 @@ AutoRound 0.15.1 has no plugin entry points. The post-import hook
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 from typing import Any
@@ -215,11 +218,27 @@ def _wrap_tune(original: Any) -> Any:
                 "vsraq: --loss given: torch.compile off (router hooks need "
                 "eager blocks; on a CPU compiling is slower than tuning)"
             )
+        from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
+        from vsraq_modifier.integrations.autoround.saving import staged_saves_in_cli
+        from vsraq_modifier.memory import MemoryLimitError
+        from vsraq_modifier.output import OutputDirError
+
+        staged = _requested_loss(args) is not None  # without --loss: unchanged
         try:
-            return original(args)
-        except (VSRAQOptionError, UnsupportedModelError) as e:
+            with staged_saves_in_cli() if staged else contextlib.nullcontext():
+                return original(args)
+        except (
+            VSRAQOptionError,
+            UnsupportedModelError,
+            CalibrationDataError,
+            MemoryLimitError,
+            OutputDirError,
+        ) as e:
             print(f"auto-round: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except NonFiniteTuningError as e:
+            print(f"auto-round: error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     tune.__wrapped__ = original  # type: ignore[attr-defined]
     tune._vsraq = True  # type: ignore[attr-defined]

@@ -26,7 +26,13 @@ from auto_round.wrapper import wrapper_block
 from loguru import logger
 from torch import nn
 
+from vsraq_modifier.guards import check_finite_block
 from vsraq_modifier.integrations.autoround.block_run import BlockRun, floats
+from vsraq_modifier.integrations.autoround.checks import (
+    check_run,
+    check_step,
+    check_tokens,
+)
 from vsraq_modifier.integrations.autoround.config import (
     VSRAQOptionError,
     VSRAQSignRoundConfig,
@@ -34,7 +40,7 @@ from vsraq_modifier.integrations.autoround.config import (
 from vsraq_modifier.integrations.autoround.report import BlockReport
 from vsraq_modifier.integrations.autoround.taps import Agreement
 from vsraq_modifier.lookahead import LookaheadPath, next_router_path
-from vsraq_modifier.objective import BlockObjective, RouterPair
+from vsraq_modifier.objective import BlockObjective, NonFiniteRoutingError, RouterPair
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
 
@@ -105,6 +111,7 @@ class VSRAQQuantizer(SignRoundQuantizer):
             f"vsraq: loss={self.vsraq.loss}, options {self.vsraq.model_dump()}; "
             f"MoE routers at layers {layers}; look-ahead {ahead}"
         )
+        check_run(self)  # calibration data and memory, before calibration
 
     def _layer_index(self, block: nn.Module) -> int | None:
         for i, layer in enumerate(self._layers):
@@ -223,12 +230,14 @@ class VSRAQQuantizer(SignRoundQuantizer):
         run.calls_per_iter = math.ceil(
             min(nsamples, bs * self.gradient_accumulate_steps) / bs
         )
+        check_tokens(self, input_ids, run.index)
         run.inputs, run.others = active, input_others
         if self.objective is not None:
             self.objective.reset()
         self._run = run
         try:
             best = super().quantize_block(*args, input_ids=input_ids, **kwargs)
+            check_finite_block(block, run.index)
             run.detach()
             self._measure(run, run.after)
         finally:
@@ -308,6 +317,7 @@ class VSRAQQuantizer(SignRoundQuantizer):
             return host
         record = run.take()
         run.note_host(float(host.detach()))
+        check_step(self, host)  # NaN/inf: stop, naming the layer
         if self.objective is None or not record.logits:
             return host
         mask = self._mask(valid_token_mask, indices)
@@ -316,7 +326,11 @@ class VSRAQQuantizer(SignRoundQuantizer):
             ref = run.ref.get(key, indices).to(logits.device)
             m = None if mask is None else mask.to(logits.device)
             pairs.append(RouterPair(logits, ref, run.specs[key], mask=m))
-        extra, _terms = self.objective(pairs, host_loss=host)
+        try:
+            extra, _terms = self.objective(pairs, host_loss=host)
+        except NonFiniteRoutingError:
+            check_step(self, host, record.logits.keys(), pairs)  # names the router
+            raise
         return host + extra
 
     # --- teardown ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from pydantic import PrivateAttr, create_model, field_validator, model_validator
 from torch import nn
 
 from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.llmcompressor.checks import check_first_layer
 from vsraq_modifier.integrations.llmcompressor.experts import (
     experts_without_activation_child,
 )
@@ -148,6 +149,9 @@ class VSRAQModifier(_VSRAQFields):
             return super().on_sequential_epoch_end(state, event, modules, **kwargs)
         layer = self._layer = layers[0]
         calls = self._all_module_input.get(layer._tmp_name)
+        check_first_layer(
+            state.model, layer, calls, vsraq=self.vsraq, batch_size=self.batch_size
+        )  # routing memory: logged, refused over VSRAQ_MEMORY_LIMIT_GB
         if calls:
             self._all_module_input[layer._tmp_name] = self._fp_chain.feed(
                 self._layers, layer, calls, state.model.config

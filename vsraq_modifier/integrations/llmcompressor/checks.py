@@ -1,0 +1,69 @@
+"""Early checks of a ``VSRAQModifier`` run (called from the modifier).
+
+llm-compressor hands AutoRound one decoder layer at a time, with that layer's
+captured calibration calls; AutoRound's own calibration settings there are
+placeholders (128 x 2048). The memory the routing objective needs is therefore
+estimated from the first decoder layer's captured calls, before it is tuned:
+logged, and refused over the limit (:mod:`vsraq_modifier.memory`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
+from vsraq_modifier.routers import find_routers
+from vsraq_modifier.routers.base import decoder_layers, text_config
+
+__all__ = ["check_first_layer"]
+
+
+def _hidden(call: tuple[tuple, dict]) -> torch.Tensor | None:
+    args, kwargs = call
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    return hidden if isinstance(hidden, torch.Tensor) else None
+
+
+def check_first_layer(
+    model: nn.Module,
+    layer: nn.Module,
+    calls: list[tuple[tuple, dict]] | None,
+    *,
+    vsraq: Any,
+    batch_size: int,
+) -> RoutingMemory | None:
+    """Memory estimate and check, when ``layer`` is the model's first decoder
+    layer and has captured ``calls`` ((args, kwargs) per calibration batch)."""
+    layers = list(decoder_layers(model))
+    if not calls or not layers or layer is not layers[0]:
+        return None
+    try:
+        sites = find_routers(model)
+    except ValueError:
+        return None  # loss=mse on a model without routers: nothing is cached
+    hiddens = [h for h in map(_hidden, calls) if h is not None and h.dim() >= 2]
+    if not hiddens:
+        return None
+    tokens = sum(int(h.shape[0]) * int(h.shape[1]) for h in hiddens)
+    per_call = max(int(h.shape[0]) * int(h.shape[1]) for h in hiddens)
+    param = next(layer.parameters(), None)
+    device = param.device if param is not None else "cpu"
+    dtype = param.dtype if param is not None else torch.float32
+    if str(device) == "meta":  # offloaded: the execution device holds the caches
+        from compressed_tensors.offload import get_execution_device
+
+        device = get_execution_device(layer)
+    return guard_routing_memory(
+        sites,
+        device=device,
+        num_layers=len(layers),
+        config=text_config(model.config),
+        tokens=tokens,
+        batch_tokens=min(batch_size, len(hiddens)) * per_call,
+        lookahead=vsraq.lookahead,
+        routing_loss=vsraq.is_routing_loss,
+        activation_bytes=torch.empty((), dtype=dtype).element_size(),
+    )
