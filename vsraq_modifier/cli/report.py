@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             FileNotFoundError,
             ReportInputError,
             ImportError,
+            ValueError,  # checkpoints of different models, too little text, ...
         )
         if not isinstance(e, known):
             raise

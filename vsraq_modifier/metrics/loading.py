@@ -209,6 +209,16 @@ def load_model(
     return LoadedModel(model=model, path=path, dtype=got, quant_method=method)
 
 
+#: files of which a saved tokenizer has at least one
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+)
+
+
 def load_token_ids(
     text_path: str | Path, tokenizer_path: str | Path, max_tokens: int | None = None
 ) -> torch.Tensor:
@@ -217,13 +227,18 @@ def load_token_ids(
     from transformers import AutoTokenizer
 
     text = Path(text_path).read_text(encoding="utf-8")
+    missing = FileNotFoundError(
+        f"no tokenizer in {tokenizer_path}; save one next to the reference "
+        "(tokenizer.save_pretrained) or pass --tokenizer"
+    )
+    folder = Path(tokenizer_path)
+    # transformers 5 builds an empty tokenizer from a bare config.json
+    if folder.is_dir() and not any((folder / n).is_file() for n in _TOKENIZER_FILES):
+        raise missing
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(
-            f"no tokenizer in {tokenizer_path}; save one next to the reference "
-            "(tokenizer.save_pretrained) or pass --tokenizer"
-        ) from e
+        raise missing from e
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     if max_tokens is not None:
         ids = ids[:max_tokens]
