@@ -11,7 +11,7 @@ import torch
 from llmc_helpers import load, modifier_args, run_oneshot, tiny_checkpoint, token_ids
 from loguru import logger
 
-from vsraq_modifier.guards import NonFiniteTuningError
+from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
 from vsraq_modifier.memory import ENV_LIMIT, MemoryLimitError
 from vsraq_modifier.output import staged_output
 
@@ -77,3 +77,36 @@ def test_nan_weights_stop_naming_the_layer(model, tmp_path):
         with staged_output(out) as stage:
             _run(model, out=str(stage))
     assert not out.exists() and list(Path(tmp_path).iterdir()) == []
+
+
+def test_empty_calibration_data_is_refused(model):
+    """oneshot alone fails later with a bare StopIteration."""
+    from vsraq_modifier import VSRAQModifier
+
+    empty = torch.zeros(0, SEQ, dtype=torch.long)
+    with pytest.raises(CalibrationDataError, match="dataset is empty"):
+        run_oneshot(model, VSRAQModifier(**modifier_args()), empty)
+
+
+def test_all_padding_calibration_data_is_refused(model, reports):
+    """oneshot alone tunes on it as if it were text."""
+    from datasets import Dataset
+    from llmc_helpers import tiny_tokenizer
+    from llmcompressor import oneshot
+
+    from vsraq_modifier import VSRAQModifier
+
+    ids = torch.zeros(N, SEQ, dtype=torch.long)
+    padding = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": torch.zeros_like(ids).tolist()}
+    )
+    with pytest.raises(CalibrationDataError, match="padding \\(attention_mask all 0"):
+        oneshot(
+            model=model,
+            processor=tiny_tokenizer(model.config.vocab_size),
+            dataset=padding,
+            recipe=VSRAQModifier(**modifier_args()),
+            num_calibration_samples=N,
+            max_seq_length=SEQ,
+        )
+    assert reports == []

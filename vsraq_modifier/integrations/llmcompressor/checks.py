@@ -1,5 +1,10 @@
 """Early checks of a ``VSRAQModifier`` run (called from the modifier).
 
+:func:`check_calibration_data`, when the modifier is initialised: an empty
+calibration set (``oneshot`` itself fails later with a bare ``StopIteration``), or
+one whose every position is padding (``attention_mask`` all 0: the host tunes on
+it as if it were text, and the run "succeeds").
+
 llm-compressor hands AutoRound one decoder layer at a time, with that layer's
 captured calibration calls; AutoRound's own calibration settings there are
 placeholders (128 x 2048). The memory the routing objective needs is therefore
@@ -14,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsraq_modifier.guards import CalibrationDataError
 from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
 from vsraq_modifier.routers import find_routers
 from vsraq_modifier.routers.base import decoder_layers, text_config
 
-__all__ = ["check_first_layer"]
+__all__ = ["check_calibration_data", "check_first_layer"]
 
 
 def _hidden(call: tuple[tuple, dict]) -> torch.Tensor | None:
@@ -67,3 +73,33 @@ def check_first_layer(
         routing_loss=vsraq.is_routing_loss,
         activation_bytes=torch.empty((), dtype=dtype).element_size(),
     )
+
+
+def check_calibration_data(calib: Any) -> None:
+    """Refuse an empty calibration dataloader, or one whose batches hold no
+    attended position (``attention_mask`` all 0). Anything without ``len`` or
+    attention masks passes unchecked."""
+    try:
+        batches = len(calib)
+    except TypeError:
+        return
+    if batches == 0:
+        raise CalibrationDataError(
+            "the calibration dataset is empty (0 batches); pass oneshot a dataset "
+            "with samples and num_calibration_samples >= 1"
+        )
+    attended, masks = 0, 0
+    for batch in calib:
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        if not isinstance(mask, torch.Tensor):
+            return
+        masks += 1
+        attended += int(mask.sum())
+        if attended:
+            return
+    if masks:
+        raise CalibrationDataError(
+            f"every position of the {masks} calibration batches is padding "
+            "(attention_mask all 0): there is no text to calibrate or tune on. "
+            "Pass samples of real text"
+        )

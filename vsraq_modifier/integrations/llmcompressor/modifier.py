@@ -22,7 +22,10 @@ from pydantic import PrivateAttr, create_model, field_validator, model_validator
 from torch import nn
 
 from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.integrations.llmcompressor.checks import check_first_layer
+from vsraq_modifier.integrations.llmcompressor.checks import (
+    check_calibration_data,
+    check_first_layer,
+)
 from vsraq_modifier.integrations.llmcompressor.experts import (
     experts_without_activation_child,
 )
@@ -131,6 +134,7 @@ class VSRAQModifier(_VSRAQFields):
 
     # --- lifecycle -------------------------------------------------------------
     def on_initialize(self, state: State, **kwargs: Any) -> bool:
+        check_calibration_data(state.data.calib)  # empty or all padding
         if self.vsraq.is_routing_loss:
             find_routers(state.model)  # a clear error now, not after layer 0
         self._model = state.model
