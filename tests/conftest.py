@@ -14,3 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def keep_transformers_conversion_table():
+    """AutoRound's checkpoint loader edits transformers' process-wide checkpoint
+    conversion table (it drops the MoE expert-merge step of a model type); later
+    loads in the same process then miss expert weights. Restore it after each test,
+    as the report's loader does after each load."""
+    from vsraq_modifier.metrics.loading import _keep_conversion_mappings
+
+    with _keep_conversion_mappings():
+        yield

@@ -15,6 +15,10 @@ block hands it to its experts).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import importlib
 
 import pytest
@@ -138,7 +142,20 @@ def test_autoround_inline_deepseek_routing_masks_with_zero():
 
 @DTYPES
 @pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
-def test_autoround_apply_replacements(family, dtype):
+def test_autoround_apply_replacements(family, dtype, request):
+    if family == "gpt_oss" and not os.environ.get("VSRAQ_IN_SUBPROCESS"):
+        # AutoRound 0.15.1 keeps process-wide replacement state (a tracker keyed by
+        # module name, lazy materialisation): after another AutoRound run in the
+        # same process, gpt-oss's replacement block is left with meta experts.
+        # Check it in a fresh interpreter, as a user's run would be.
+        env = {**os.environ, "VSRAQ_IN_SUBPROCESS": "1"}
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"{__file__}::{request.node.name}"],
+            capture_output=True, text=True, env=env,
+        )
+        assert out.returncode == 0, out.stdout[-3000:]
+        return
     from auto_round.modeling.fused_moe import apply_replacements
 
     model = tiny_model(family)
