@@ -90,7 +90,7 @@ def non_finite_parameters(module: nn.Module, shown: int = 5) -> list[str]:
     """Names of the floating-point parameters/buffers of ``module`` holding NaN or
     inf (at most ``shown`` names, then a count)."""
     bad = [
-        name
+        name.replace(".orig_layer.", ".")  # AutoRound's tuning wrapper
         for name, t in (*module.named_parameters(), *module.named_buffers())
         if t.is_floating_point()
         and t.numel()

@@ -101,7 +101,11 @@ class RoutingMemory:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GIB:.3g} GB"
+    """Bytes in GB (2**30), or MB / KB when smaller."""
+    for unit, size in (("GB", GIB), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size / 10 or unit == "KB":
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"  # pragma: no cover
 
 
 def _width(config: Any, *names: str, default: int = 0) -> int:

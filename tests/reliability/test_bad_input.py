@@ -141,3 +141,19 @@ def test_recipe_without_the_import_hook():
     assert run.returncode == 0, run.stderr[-3000:]
     assert "USER SEES: No modifier of type 'VSRAQModifier' found." in run.stdout
     assert "AFTER IMPORT: VSRAQModifier" in run.stdout
+
+
+def test_auto_round_without_the_import_hook():
+    """``auto-round --loss`` needs the hook; without it argparse refuses the flag
+    (exit 2). The fix: ``python -m vsraq_modifier.autoround`` (tested with the
+    hook off in tests/integration/autoround/test_autoround_cli.py)."""
+    auto_round = os.path.join(os.path.dirname(sys.executable), "auto-round")
+    run = subprocess.run(
+        [auto_round, "--model", "unused", "--loss", "vsraq"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VSRAQ_DISABLE_HOOK": "1"},
+        timeout=180,
+    )
+    assert run.returncode == 2
+    assert "unrecognized arguments: --loss" in run.stderr

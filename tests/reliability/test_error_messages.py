@@ -121,7 +121,9 @@ def test_router_hooks_misuse():
             KeyError, match="no forced expert choice for decoder layer 0"
         ):
             model(ids)
-    assert forcing.targets == {}
+        forcing.targets = {s.layer: torch.zeros(2, 1, dtype=torch.long) for s in sites}
+        with pytest.raises(ValueError, match="layer 0: forced indices \\(2, 1\\)"):
+            model(ids)
 
 
 def test_objective_pair_of_another_width():
