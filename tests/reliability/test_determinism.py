@@ -4,8 +4,9 @@ and vsraq (tiny Qwen3-MoE, 4 samples x 32 tokens, CPU, one torch thread).
 Every file of the checkpoint is compared byte for byte (weights, configs,
 tokenizer, llm-compressor's recipe.yaml): no timestamp or path is written into
 them, and the staging directory's random name (``output.py``) leaves no trace.
-Measured also across processes (PYTHONHASHSEED 1 vs 7): identical. Not promised
-across thread counts or machines (float summation order), see docs/errors.md.
+Measured also for the AutoRound path across processes (PYTHONHASHSEED 1 vs 7) and
+with 2 threads: identical. Not promised across thread counts on larger models or
+across machines (float summation order), see docs/errors.md.
 To show the runs really differ where they should, mse and vsraq must give
 different weights.
 """
