@@ -29,7 +29,9 @@ class VSRAQConfig(BaseModel):
         "vsraq: value + structure alignment.",
     )
     value_weight: float = Field(
-        1.0, ge=0.0, description="lambda_v: weight of the value term (0 switches it off)."
+        1.0,
+        ge=0.0,
+        description="lambda_v: weight of the value term (0 switches it off).",
     )
     structure_weight: float = Field(
         1.0,

@@ -24,7 +24,9 @@ __all__ = ["KwargsFor", "LookaheadPath", "next_router_path", "router_logits_thro
 KwargsFor = Callable[[int, dict[str, Any], torch.Tensor], dict[str, Any]]
 
 
-_CACHE_KWARGS = frozenset({"past_key_values", "past_key_value", "cache_params", "use_cache"})
+_CACHE_KWARGS = frozenset(
+    {"past_key_values", "past_key_value", "cache_params", "use_cache"}
+)
 
 
 class _ReachedRouter(Exception):
@@ -100,6 +102,7 @@ def router_logits_through(
         raise _ReachedRouter
 
     handle = site.router.register_forward_hook(hook)
+
     def kwargs(offset: int, x: torch.Tensor) -> dict[str, Any]:
         if kwargs_for is None:
             return layer_kwargs

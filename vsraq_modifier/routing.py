@@ -120,7 +120,9 @@ def selection_scores(logits: torch.Tensor, spec: RouterSpec) -> torch.Tensor:
 
 def group_scores(scores: torch.Tensor, spec: RouterSpec) -> torch.Tensor:
     """Per-group score [T, G]: sum of the two best selection scores in each group."""
-    per_group = scores.view(*scores.shape[:-1], spec.n_group, spec.num_experts // spec.n_group)
+    per_group = scores.view(
+        *scores.shape[:-1], spec.n_group, spec.num_experts // spec.n_group
+    )
     best = per_group.topk(min(2, per_group.shape[-1]), dim=-1)[0]
     return best.sum(dim=-1)
 

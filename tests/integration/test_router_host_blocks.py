@@ -15,11 +15,10 @@ block hands it to its experts).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
-
-import importlib
 
 import pytest
 import torch

@@ -17,15 +17,20 @@ def _capture(model, ids):
     inputs, logits = {}, {}
     handles = []
     for i, layer in enumerate(layers):
+
         def pre(mod, args, kwargs, i=i):
             h = args[0] if args else kwargs["hidden_states"]
             kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
             inputs[i] = (h.detach(), kw)
+
         handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
     sites = find_routers(model)
     for s in sites:
-        handles.append(s.router.register_forward_hook(
-            lambda m, a, o, s=s: logits.__setitem__(s.layer, s.logits(o).detach())))
+        handles.append(
+            s.router.register_forward_hook(
+                lambda m, a, o, s=s: logits.__setitem__(s.layer, s.logits(o).detach())
+            )
+        )
     with torch.no_grad():
         model(ids)
     for h in handles:
@@ -36,12 +41,14 @@ def _capture(model, ids):
 @pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
 def test_lookahead_matches_model_and_has_gradient(family: str) -> None:
     model = tiny_model(family)
-    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0)
+    )
     layers, sites, inputs, ref_logits = _capture(model, ids)
     moe_layers = [s.layer for s in sites]
     for i in range(len(layers)):
         path = next_router_path(layers, sites, i)
-        later = [l for l in moe_layers if l > i]
+        later = [m for m in moe_layers if m > i]
         if not later:
             assert path is None
             continue

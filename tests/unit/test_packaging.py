@@ -45,8 +45,18 @@ def test_hook_installed_at_startup_and_imports_nothing_heavy() -> None:
 
 def test_wheel_ships_pth_and_hook(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-         "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("vsraq_modifier-*.whl")

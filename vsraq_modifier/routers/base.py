@@ -119,7 +119,12 @@ def text_config(config: Any) -> Any:
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layer list (``model.model.layers``, ``model.backbone.layers``
     or ``model.layers``)."""
-    for path in ("model.layers", "backbone.layers", "layers", "model.language_model.layers"):
+    for path in (
+        "model.layers",
+        "backbone.layers",
+        "layers",
+        "model.language_model.layers",
+    ):
         obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
