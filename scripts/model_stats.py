@@ -128,7 +128,7 @@ def run(model_dir: Path, text: Path, tokens: int, seq_len: int,
 
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids = torch.tensor(tok(text.read_text("utf-8"))["input_ids"][:tokens])
+    ids = torch.tensor(tok(text.read_text("utf-8"), verbose=False)["input_ids"][:tokens])
     ref = load_model(model_dir, device)
     result: dict = {"model": str(model_dir), "text": str(text), "tokens": ids.numel(),
                     "seq_len": seq_len, "router": router_stats(ref, ids, seq_len),

@@ -8,7 +8,7 @@ safety cap: if it cuts training short the log says so (``stopped_early``) and th
 run is no longer reproducible step for step.
 
 The default size is the one shipped (docs/model.md says why): 6 MoE layers, hidden
-256, 32 experts of width 64, top-4, renormalised top-k weights (as Qwen3 ships),
+256, 32 experts of width 64, top-2, renormalised top-k weights (as Qwen3 ships),
 tied embeddings, vocab 4096. The load-balancing loss is the Switch loss per layer
 (averaged over layers), not transformers' pooled-over-layers one, so that every
 layer's experts are used.
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--out", type=Path, default=MODEL_DIR)
     a("--cache", type=Path, default=DEFAULT_CACHE)
     a("--seed", type=int, default=0)
-    a("--steps", type=int, default=1300)
+    a("--steps", type=int, default=750)
     a("--minutes", type=float, default=30.0, help="hard cap on the whole run")
     a("--threads", type=int, default=2)
     a("--device", default="cpu", help="cuda only for exploring settings")
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--heads", type=int, default=4)
     a("--kv-heads", type=int, default=2)
     a("--experts", type=int, default=32)
-    a("--top-k", type=int, default=4)
+    a("--top-k", type=int, default=2)
     a("--expert-width", type=int, default=64, help="moe_intermediate_size")
     a("--no-norm-topk", action="store_true", help="norm_topk_prob=False")
     a("--aux", type=float, default=0.01, help="per-layer load-balancing coefficient")
