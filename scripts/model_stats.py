@@ -70,7 +70,7 @@ def quantize_rtn_(model: nn.Module, bits: int, group: int = 128) -> list[str]:
             rtn_(module.weight, bits, group)
             done.append(f"{name}.weight")
         for pname in EXPERT_PARAMS:
-            p = module._parameters.get(pname) if hasattr(module, "_parameters") else None
+            p = getattr(module, "_parameters", {}).get(pname)
             if p is not None and p.ndim == 3:
                 rtn_(p, bits, group)
                 done.append(f"{name}.{pname}")
@@ -128,7 +128,8 @@ def run(model_dir: Path, text: Path, tokens: int, seq_len: int,
 
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    ids = torch.tensor(tok(text.read_text("utf-8"), verbose=False)["input_ids"][:tokens])
+    ids = tok(text.read_text("utf-8"), verbose=False)["input_ids"]
+    ids = torch.tensor(ids[:tokens])
     ref = load_model(model_dir, device)
     result: dict = {"model": str(model_dir), "text": str(text), "tokens": ids.numel(),
                     "seq_len": seq_len, "router": router_stats(ref, ids, seq_len),
@@ -145,7 +146,8 @@ def run(model_dir: Path, text: Path, tokens: int, seq_len: int,
             "perplexity": ev.perplexity,
             "oracle_perplexity": ev.oracle_perplexity,
             "kl": ev.kl,
-            "oracle_share": (ev.perplexity - ev.oracle_perplexity) / gap if gap else None,
+            "oracle_share": (
+                (ev.perplexity - ev.oracle_perplexity) / gap if gap else None),
             "jaccard": [round(m.jaccard, 4) for m in ev.layers],
             "exact_match": [round(m.exact_match, 4) for m in ev.layers],
             "mean_jaccard": ev.mean("jaccard"),
@@ -165,9 +167,11 @@ def print_result(r: dict) -> None:
               f"{q['0.05']:.3f}/{q['0.25']:.3f}/{q['0.5']:.3f}     "
               f"{s['load_max_over_mean']:.2f}          {s['dead_experts']}")
     for s in r["schemes"]:
-        print(f"{s['scheme']}: PPL {s['perplexity']:.2f} (+{s['perplexity'] - r['reference_perplexity']:.2f}),"
+        delta = s["perplexity"] - r["reference_perplexity"]
+        print(f"{s['scheme']}: PPL {s['perplexity']:.2f} (+{delta:.2f}),"
               f" oracle {s['oracle_perplexity']:.2f}, share {s['oracle_share']:.3f},"
-              f" KL {s['kl']:.4f}, Jaccard {s['jaccard']} (mean {s['mean_jaccard']:.4f})")
+              f" KL {s['kl']:.4f}, Jaccard {s['jaccard']}"
+              f" (mean {s['mean_jaccard']:.4f})")
 
 
 def main() -> None:

@@ -137,7 +137,8 @@ def balance_loss(router_logits: tuple[torch.Tensor, ...], top_k: int) -> torch.T
 
 
 def z_loss(router_logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    return torch.stack([l.float().logsumexp(-1).pow(2).mean() for l in router_logits]).mean()
+    return torch.stack(
+        [z.float().logsumexp(-1).pow(2).mean() for z in router_logits]).mean()
 
 
 @torch.no_grad()
@@ -194,8 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     model = Qwen3MoeForCausalLM(config).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters", flush=True)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "gate.weight" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "gate.weight" not in n)]
+    def decays(name: str, p: torch.Tensor) -> bool:  # matrices, not norms/routers
+        return p.ndim >= 2 and "gate.weight" not in name
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
@@ -229,11 +233,13 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
             el = time.time() - t_train
-            rec = {"step": step, "loss": round(ce.item(), 4), "balance": round(bal.item(), 4),
+            rec = {"step": step, "loss": round(ce.item(), 4),
+                   "balance": round(bal.item(), 4),
                    "lr": round(lr_at(step, args), 6), "seconds": round(el, 1)}
             log.append(rec)
             eta = el / (step + 1) * (args.steps - step - 1)
-            print(f"step {step}/{args.steps} loss {rec['loss']:.3f} bal {rec['balance']:.3f} "
+            print(f"step {step}/{args.steps} loss {rec['loss']:.3f} "
+                  f"bal {rec['balance']:.3f} "
                   f"{(step + 1) / el:.2f} it/s eta {eta / 60:.1f} min", flush=True)
     steps_done = step + (0 if stopped_early else 1)
     ppl = eval_ppl(model, held_ids, args.seq, args.device)
@@ -246,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.save_pretrained(args.out)
     record = {
         "seed": args.seed,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                 if k not in {"out", "cache"}},
+        "args": {k: (str(v) if isinstance(v, Path) else v)
+                 for k, v in vars(args).items() if k not in {"out", "cache"}},
         "parameters": n_params,
         "train_tokens": data.numel(),
         "tokens_seen": steps_done * args.batch * args.seq,
