@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,8 @@ class QuantizeResult:
     method: str
     scheme: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the VSRAQ quantizer's per-block log (``BlockReport``), empty for rtn / mse
+    blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _checkpoint_dir(root: Path) -> Path:
@@ -265,6 +267,8 @@ def quantize_checkpoint(
     ar = _compressor(model, tokenizer, m, s, args, options)
     ar.quantize_and_save(str(tmp), format=fmt)
     seconds = time.perf_counter() - start
+    quantizer = getattr(getattr(ar, "alg_composer", None), "block_quantizer", None)
+    blocks = [asdict(r) for r in getattr(quantizer, "reports", [])]
     _checkpoint_dir(tmp).rename(out)
     shutil.rmtree(tmp, ignore_errors=True)
     settings = {k: v for k, v in args.items() if k != "dataset"}
@@ -273,4 +277,4 @@ def quantize_checkpoint(
         settings["iters"] = 0
     if m.options is not None:
         settings["vsraq"] = {**m.options, **(options or {})}
-    return QuantizeResult(out, seconds, method, scheme, settings)
+    return QuantizeResult(out, seconds, method, scheme, settings, blocks)
