@@ -168,7 +168,7 @@ def print_result(r: dict) -> None:
               f"{s['load_max_over_mean']:.2f}          {s['dead_experts']}")
     for s in r["schemes"]:
         delta = s["perplexity"] - r["reference_perplexity"]
-        print(f"{s['scheme']}: PPL {s['perplexity']:.2f} (+{delta:.2f}),"
+        print(f"{s['scheme']}: PPL {s['perplexity']:.2f} ({delta:+.2f}),"
               f" oracle {s['oracle_perplexity']:.2f}, share {s['oracle_share']:.3f},"
               f" KL {s['kl']:.4f}, Jaccard {s['jaccard']}"
               f" (mean {s['mean_jaccard']:.4f})")
