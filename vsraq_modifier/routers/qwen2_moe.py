@@ -9,27 +9,15 @@ without ``gate`` and are skipped.
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from vsraq_modifier.routers.base import RouterAdapter, text_config
+from vsraq_modifier.routers.qwen3_moe import Qwen3MoeAdapter
 from vsraq_modifier.routers.registry import register_adapter
-from vsraq_modifier.routing import RouterSpec
 
 __all__ = ["Qwen2MoeAdapter"]
 
 
 @register_adapter
-class Qwen2MoeAdapter(RouterAdapter):
+class Qwen2MoeAdapter(Qwen3MoeAdapter):
+    """Same routing rule as Qwen3-MoE (softmax, top-k, ``norm_topk_prob``)."""
+
     family = "qwen2_moe"
     model_types = ("qwen2_moe",)
-
-    def spec_for(self, config: Any, router: nn.Module, block: nn.Module) -> RouterSpec:
-        cfg = text_config(config)
-        return RouterSpec(
-            num_experts=cfg.num_experts,
-            top_k=cfg.num_experts_per_tok,
-            score_fn="softmax",
-            normalize=bool(cfg.norm_topk_prob),
-        )
