@@ -37,10 +37,10 @@ from vsraq_modifier.cli.runs import METHODS, SCHEMES  # noqa: E402
 #: the matrix's defaults (benchmarks/README.md explains the choice)
 DEFAULTS = {
     "iters": 100,
-    "nsamples": 32,
+    "nsamples": 128,
     "seqlen": 256,
     "batch_size": 8,
-    "eval_tokens": 16384,
+    "eval_tokens": 32768,
     "eval_seq_len": 256,
     "threads": 1,
 }
