@@ -44,7 +44,12 @@ from vsraq_modifier.objective import BlockObjective, NonFiniteRoutingError, Rout
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
 
-__all__ = ["VSRAQQuantizer"]
+__all__ = ["VSRAQQuantizer", "MEASURE_SAMPLES"]
+
+#: calibration samples the before/after agreement of the log line is measured on:
+#: two no-grad passes over all 128 default samples cost about 10 % of a 100-iteration
+#: block; 32 samples (8192 tokens at 256 per sample) cost about 2.5 %
+MEASURE_SAMPLES = 32
 
 
 class VSRAQQuantizer(SignRoundQuantizer):
@@ -265,8 +270,9 @@ class VSRAQQuantizer(SignRoundQuantizer):
 
     @torch.no_grad()
     def _measure(self, run: BlockRun, table: Agreement) -> None:
-        """Route every calibration sample through the block as it is now and
-        count the tokens whose expert set matches the reference."""
+        """Route the first ``MEASURE_SAMPLES`` calibration samples through the
+        block as it is now and count the tokens whose expert set matches the
+        reference."""
         if not isinstance(run.inputs, list):
             return  # dict inputs (diffusion) have no routers to measure
         run.phase = "measure"
@@ -274,7 +280,8 @@ class VSRAQQuantizer(SignRoundQuantizer):
         handles = run.taps.attach()
         masks = getattr(self, "_cached_valid_token_mask", None)
         try:
-            n, bs = len(run.inputs), self.block_forward.batch_size
+            n = min(len(run.inputs), MEASURE_SAMPLES)
+            bs = self.block_forward.batch_size
             for start in range(0, n, bs):
                 idx = list(range(start, min(n, start + bs)))
                 self.block_forward(run.layer, run.inputs, run.others, indices=idx)
