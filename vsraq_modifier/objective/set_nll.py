@@ -4,8 +4,12 @@ negative log-likelihood under the exact-k subset distribution.
 P(S | u) = exp(sum_{i in S} u_i) / e_k(exp(u)), e_k the elementary symmetric polynomial
 of degree k, computed exactly in log space by the recursion
 log e_j(x_1..x_n) = logaddexp(log e_j(x_1..x_{n-1}), log e_{j-1}(x_1..x_{n-1}) + u_n).
-The term is log P(S* | u*) - log P(S* | u): zero at the reference (its gradient there
-is not: it also rewards a more confident reference set).
+The term is relu(log P(S* | u*) - log P(S* | u)) per token: zero, with zero gradient,
+wherever the quantized router is at least as sure of the reference set as the
+reference. Unclamped, the difference rewards a more confident set without bound:
+normalised by its (small) first value it dominated the block's loss and drove the
+routers to saturation (shipped model, W3A16: validation Jaccard 0.78 vs 0.97 for
+mse; docs/results.md).
 
 u are "ranking logits", a strictly increasing function of the selection scores, so
 that the most likely set is the set the router picks:
@@ -84,5 +88,5 @@ def set_nll_per_token(prep: PreparedPair) -> Tensor:
 
 
 def set_nll_term(prep: PreparedPair, weights: Tensor) -> Tensor:
-    """mean_t w_t (log P(S*_t | u*_t) - log P(S*_t | u_t))."""
-    return weighted_mean(set_nll_per_token(prep), weights)
+    """mean_t w_t relu(log P(S*_t | u*_t) - log P(S*_t | u_t))."""
+    return weighted_mean(torch.relu(set_nll_per_token(prep)), weights)

@@ -92,8 +92,21 @@ def test_set_nll_zero_at_reference(kind):
     loss = set_nll_term(prep, weights_of(prep))
     assert loss.item() == 0.0
     loss.backward()
-    # not a stationary point: it rewards a more confident reference set
-    assert z.grad.abs().sum() > 0
+    # clamped: a stationary point (unclamped, it rewarded a more confident set)
+    assert z.grad.abs().sum() == 0
+
+
+def test_set_nll_term_ignores_a_more_confident_set():
+    spec = softmax_spec(4, 2)
+    ref = torch.tensor([[2.0, 1.0, 0.0, -1.0], [2.0, 1.0, 0.0, -1.0]])
+    z = torch.tensor([[3.0, 2.0, 0.0, -1.0], [1.0, 1.0, 1.0, -1.0]]).requires_grad_()
+    prep = prep_of(z, ref, spec)
+    per_token = set_nll_per_token(prep)
+    assert per_token[0] < 0 < per_token[1]
+    loss = set_nll_term(prep, torch.ones(2))
+    assert loss.item() == pytest.approx(per_token[1].item() / 2)
+    loss.backward()
+    assert z.grad[0].abs().sum() == 0 and z.grad[1].abs().sum() > 0
 
 
 def test_set_nll_lower_when_reference_set_more_likely():
