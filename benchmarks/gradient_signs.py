@@ -55,6 +55,14 @@ from vsraq_modifier.routers.base import decoder_layers  # noqa: E402
 #: term name -> (config, name of the raw term routing_terms returns)
 TERMS: dict[str, tuple[VSRAQConfig, str]] = {
     "vsraq value": (VSRAQConfig(structure_weight=0), "value"),
+    "vsraq value, logits part": (
+        VSRAQConfig(structure_weight=0, value_target="logits"),
+        "value",
+    ),
+    "vsraq value, scores part": (
+        VSRAQConfig(structure_weight=0, value_target="scores"),
+        "value",
+    ),
     "vsraq structure": (VSRAQConfig(value_weight=0), "structure"),
     "vsraq value, flat weights": (
         VSRAQConfig(structure_weight=0, temperature=10.0),

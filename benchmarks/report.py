@@ -234,6 +234,45 @@ def layer_table(t: Table, scheme: str) -> list[str]:
     return lines
 
 
+def sweep_table(main_settings: dict) -> list[str]:
+    """Every cell of the runs evaluated on the validation split (the tuning of
+    the defaults), with its disagreement relative to mse of the same scheme and
+    seed from the validation run without options."""
+    rows, mse = [], {}
+    for meta_path in sorted(RUNS.glob("*/run.json")):
+        meta = json.loads(meta_path.read_text())
+        st = meta["settings"]
+        if st.get("eval_text") != "validation":
+            continue
+        same = all(
+            st[k] == main_settings[k]
+            for k in ("iters", "nsamples", "seqlen", "batch_size")
+        )
+        for c in load_cells(meta_path.parent):
+            rows.append((meta_path.parent.name, st, same, c))
+            if c["method"] == "mse" and not st["options"]:
+                mse[(c["scheme"], c["seed"])] = c
+    if not rows:
+        return []
+    lines = [
+        "| run | scheme | seed | method | options | disagreement | vs mse "
+        "| perplexity | KL |",
+        "|" + "---|" * 9,
+    ]
+    rows.sort(key=lambda r: (r[3]["scheme"], r[3]["seed"], r[3]["method"], r[0]))
+    for name, st, same, c in rows:
+        base = mse.get((c["scheme"], c["seed"]))
+        ratio = f"{dis(c) / dis(base):.2f}x" if base and same else "-"
+        opts = ", ".join(f"{k}={v}" for k, v in st["options"].items()) or "defaults"
+        if c["method"] in ("mse", "rtn"):
+            opts = "-"
+        lines.append(
+            f"| `{name}` | {c['scheme']} | {c['seed']} | {c['method']} | {opts} "
+            f"| {dis(c):.4f} | {ratio} | {ppl(c):.3f} | {kl(c):.5f} |"
+        )
+    return lines
+
+
 def plots(t: Table, img: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
@@ -353,6 +392,21 @@ def render(
     lines += ["", "## Jaccard per MoE layer (mean over seeds)", ""]
     for s in t.schemes:
         lines += [f"### {s}", "", *layer_table(t, s), ""]
+    sweep = sweep_table(settings)
+    if sweep:
+        lines += [
+            "## Tuning runs on the validation split",
+            "",
+            "Every cell evaluated on the validation split (the last 20 % of the "
+            "calibration text, never used for calibration windows; "
+            "`benchmarks/run.py --eval-text validation`): the defaults were chosen "
+            "from these, never from the held-out text. The code of each run is the "
+            "code at the time it ran (the run directory names a code change where "
+            "one made earlier cells stale).",
+            "",
+            *sweep,
+            "",
+        ]
     lines += ["## Plots", ""]
     for p in images:
         lines.append(f"![{p.stem}]({p.relative_to(out.parent).as_posix()})")

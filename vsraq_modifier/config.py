@@ -34,9 +34,11 @@ class VSRAQConfig(BaseModel):
         description="lambda_v: weight of the value term (0 switches it off).",
     )
     structure_weight: float = Field(
-        1.0,
+        0.25,
         ge=0.0,
-        description="lambda_s: weight of the structure term (0 switches it off).",
+        description="lambda_s: weight of the structure term (0 switches it off); "
+        "0.25: its per-token hinges fit the calibration tokens and add sign noise "
+        "(docs/results.md).",
     )
     margin: float = Field(
         0.05,
@@ -45,9 +47,10 @@ class VSRAQConfig(BaseModel):
         "unselected selection score (capped per token by the reference's own gap).",
     )
     value_target: Literal["logits", "scores", "both"] = Field(
-        "both",
-        description="what the value term matches: router logits, routing weights of "
-        "the selected experts, or both.",
+        "logits",
+        description="what the value term matches: router logits (default), routing "
+        "weights of the selected experts, or both (the weights' gradient is mostly "
+        "noise under SignSGD: docs/results.md).",
     )
     structure: Literal["margin", "set_nll"] = Field(
         "margin",

@@ -182,7 +182,9 @@ def test_pairs_are_normalised_each_and_averaged():
 
 
 def test_term_that_starts_at_zero_is_normalised_when_it_moves():
-    obj = BlockObjective(VSRAQConfig(value_weight=0.0), floor=1e-8)
+    obj = BlockObjective(
+        VSRAQConfig(value_weight=0.0, structure_weight=1.0), floor=1e-8
+    )
     pair = _pair()
     at_ref = RouterPair(
         pair.ref_logits.clone().requires_grad_(), pair.ref_logits, pair.spec

@@ -87,7 +87,7 @@ class VSRAQModifier(_VSRAQFields):
           enable_torch_compile: false
           loss: vsraq
           value_weight: 1.0
-          structure_weight: 1.0
+          structure_weight: 0.25
           lookahead: true
     ```
 
