@@ -53,26 +53,24 @@ from vsraq_modifier.routers import find_routers  # noqa: E402
 from vsraq_modifier.routers.base import decoder_layers  # noqa: E402
 
 #: term name -> (config, name of the raw term routing_terms returns)
+V = {"structure_weight": 0.0}  # value term alone
+S = {"value_weight": 0.0, "structure_weight": 1.0}  # structure term alone
+FLAT = {"temperature": 10.0}  # sensitivity weights ~ uniform (margins are < 1)
 TERMS: dict[str, tuple[VSRAQConfig, str]] = {
-    "vsraq value": (VSRAQConfig(structure_weight=0), "value"),
-    "vsraq value, logits part": (
-        VSRAQConfig(structure_weight=0, value_target="logits"),
+    "value, logits (default)": (VSRAQConfig(**V, value_target="logits"), "value"),
+    "value, scores": (VSRAQConfig(**V, value_target="scores"), "value"),
+    "value, both (old default)": (VSRAQConfig(**V, value_target="both"), "value"),
+    "value, logits, flat weights": (
+        VSRAQConfig(**V, **FLAT, value_target="logits"),
         "value",
     ),
-    "vsraq value, scores part": (
-        VSRAQConfig(structure_weight=0, value_target="scores"),
+    "value, both, flat weights": (
+        VSRAQConfig(**V, **FLAT, value_target="both"),
         "value",
     ),
-    "vsraq structure": (VSRAQConfig(value_weight=0), "structure"),
-    "vsraq value, flat weights": (
-        VSRAQConfig(structure_weight=0, temperature=10.0),
-        "value",
-    ),
-    "vsraq structure, flat weights": (
-        VSRAQConfig(value_weight=0, temperature=10.0),
-        "structure",
-    ),
-    "vsraq set_nll": (VSRAQConfig(value_weight=0, structure="set_nll"), "structure"),
+    "structure, margin (default)": (VSRAQConfig(**S), "structure"),
+    "structure, margin, flat weights": (VSRAQConfig(**S, **FLAT), "structure"),
+    "structure, set_nll": (VSRAQConfig(**S, structure="set_nll"), "structure"),
     "topk_mse": (VSRAQConfig(loss="topk_mse"), "topk_mse"),
     "router_kl": (VSRAQConfig(loss="router_kl"), "router_kl"),
 }
