@@ -1,0 +1,137 @@
+"""benchmarks/report.py: the target's verdicts from synthetic cells (the report
+decides "met" or "not met" in docs/results.md, so its arithmetic is tested)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import report  # noqa: E402
+
+
+def cell(method, seed, *, jaccard, ppl, kl, oracle, cpu, scheme="W4A16"):
+    return {
+        "method": method,
+        "scheme": scheme,
+        "seed": seed,
+        "eval": {
+            "mean_jaccard": jaccard,
+            "mean_exact_match": jaccard,
+            "perplexity": ppl,
+            "oracle_perplexity": oracle,
+            "kl": kl,
+            "layers": [{"layer": 0, "jaccard": jaccard}],
+        },
+        "quantization": {"seconds": cpu, "cpu_seconds": cpu},
+        "peak_rss_mb": 1000.0,
+    }
+
+
+def verdicts(cells) -> dict[str, tuple[bool, str]]:
+    rows = report.target_rows(report.Table(cells), "W4A16")
+    out = {}
+    for row in rows:
+        _, what, met, measured = [c.strip() for c in row.strip("|").split("|")]
+        out[what] = (met == "yes", measured)
+    return out
+
+
+def base(seed):
+    return [
+        cell(
+            "mse",
+            seed,
+            jaccard=0.98,
+            ppl=10.0 + 0.01 * seed,
+            kl=0.010,
+            oracle=9.8,
+            cpu=100.0,
+        ),
+        cell(
+            "topk_mse", seed, jaccard=0.985, ppl=10.0, kl=0.010, oracle=9.8, cpu=120.0
+        ),
+        cell(
+            "router_kl", seed, jaccard=0.985, ppl=10.0, kl=0.010, oracle=9.8, cpu=120.0
+        ),
+    ]
+
+
+def test_a_method_that_meets_every_target():
+    cells = [c for s in range(3) for c in base(s)]
+    cells += [
+        cell("vsraq", s, jaccard=0.99, ppl=9.85, kl=0.009, oracle=9.8, cpu=110.0)
+        for s in range(3)
+    ]
+    v = verdicts(cells)
+    assert v["disagreement <= 0.60x mse"] == (True, "0.50x")
+    assert v["perplexity no worse than mse"][0]
+    assert v["KL no worse than mse"][0]
+    assert v[">= half of mse's oracle gain"][0]
+    assert v["better than topk_mse (disagreement, ppl not worse)"][0]
+    assert v["better than router_kl (disagreement, ppl not worse)"][0]
+    assert v["time <= 1.15x mse (quantization CPU seconds)"] == (
+        True,
+        "1.10x CPU (1.10x wall)",
+    )
+
+
+def test_each_shortfall_is_reported():
+    cells = [c for s in range(3) for c in base(s)]
+    cells += [
+        cell("vsraq", s, jaccard=0.984, ppl=10.2, kl=0.02, oracle=9.8, cpu=130.0)
+        for s in range(3)
+    ]
+    v = verdicts(cells)
+    assert not v["disagreement <= 0.60x mse"][0]
+    assert v["disagreement <= 0.60x mse"][1] == "0.80x"
+    assert not v["perplexity no worse than mse"][0]
+    assert not v["KL no worse than mse"][0]
+    assert not v[">= half of mse's oracle gain"][0]
+    assert not v["better than router_kl (disagreement, ppl not worse)"][0]
+    assert not v["time <= 1.15x mse (quantization CPU seconds)"][0]
+
+
+def test_seed_noise_tolerates_a_small_difference():
+    # mse's perplexity varies by 0.01 over seeds; vsraq 0.005 worse on average
+    cells = [c for s in range(3) for c in base(s)]
+    cells += [
+        cell(
+            "vsraq",
+            s,
+            jaccard=0.99,
+            ppl=10.005 + 0.01 * s,
+            kl=0.01,
+            oracle=9.8,
+            cpu=100.0,
+        )
+        for s in range(3)
+    ]
+    assert verdicts(cells)["perplexity no worse than mse"][0]
+
+
+def test_missing_methods_are_said():
+    cells = [cell("mse", 0, jaccard=0.98, ppl=10, kl=0.01, oracle=9.8, cpu=1.0)]
+    rows = report.target_rows(report.Table(cells), "W4A16")
+    assert rows == ["| W4A16 | vsraq or mse not run | | |"]
+
+
+def test_main_table_reports_ratio_to_mse():
+    cells = [c for s in range(3) for c in base(s)]
+    lines = report.main_table(report.Table(cells), "W4A16")
+    topk = next(line for line in lines if line.startswith("| topk_mse |"))
+    assert "| 0.75 ± 0.00 |" in topk  # (1 - 0.985) / (1 - 0.98)
+    assert "1.20 ± 0.00 / 1.20 ± 0.00" in topk
+
+
+@pytest.mark.parametrize("gain", [0.0, -0.1])
+def test_no_oracle_gain_is_not_a_pass(gain):
+    cells = [
+        cell("mse", 0, jaccard=0.98, ppl=10.0, kl=0.01, oracle=10.0 - gain, cpu=1.0),
+        cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=10.0, cpu=1.0),
+    ]
+    met, measured = verdicts(cells)[">= half of mse's oracle gain"]
+    assert not met and measured.startswith("no gain")
