@@ -135,3 +135,18 @@ def test_no_oracle_gain_is_not_a_pass(gain):
     ]
     met, measured = verdicts(cells)[">= half of mse's oracle gain"]
     assert not met and measured.startswith("no gain")
+    row = report.target_rows(report.Table(cells), "W4A16")[3]
+    assert "| n/a |" in row
+
+
+def test_an_oracle_gain_within_seed_noise_is_not_judged():
+    cells = []
+    for s, gap in enumerate([0.05, -0.05, 0.01]):
+        cells.append(
+            cell("mse", s, jaccard=0.98, ppl=10.0, kl=0.01, oracle=10.0 - gap, cpu=1)
+        )
+        cells.append(
+            cell("vsraq", s, jaccard=0.99, ppl=9.9, kl=0.01, oracle=9.9, cpu=1)
+        )
+    row = report.target_rows(report.Table(cells), "W4A16")[3]
+    assert "| n/a | no gain beyond seed noise" in row
