@@ -69,6 +69,14 @@ class VSRAQConfig(BaseModel):
         "full-precision layers in between (gives expert weights a routing gradient).",
     )
 
+    lookahead_every: int = Field(
+        1,
+        ge=1,
+        description="run the look-ahead on every n-th tuning step only (2 halves its "
+        "cost: on the shipped model it is most of VSRAQ's extra time; "
+        "docs/results.md gives the measured trade-off).",
+    )
+
     @field_validator("value_weight", "structure_weight", "margin")
     @classmethod
     def _finite(cls, v: float) -> float:

@@ -103,9 +103,17 @@ class BlockObjective:
         return self._scale.get(key, self.floor)
 
     def __call__(
-        self, pairs: Sequence[RouterPair], host_loss: Tensor | None = None
+        self,
+        pairs: Sequence[RouterPair],
+        host_loss: Tensor | None = None,
+        slots: int | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
-        """(routing loss to add to the host loss, raw term values for logging)."""
+        """(routing loss to add to the host loss, raw term values for logging).
+
+        ``slots``: the number of routers the block has; a call that leaves one out
+        (the look-ahead on a step it skips) then still divides by all of them, so
+        the routers it does see keep their weight against the host loss.
+        """
         if self._host0 is None and host_loss is not None:
             h = float(host_loss.detach())
             self._host0 = h if h == h and h != float("inf") else 1.0
@@ -127,7 +135,7 @@ class BlockObjective:
                 norm = self._normaliser(i, name, value)
                 total = total + (self.lambdas[name] * host0 / norm) * t.float()
         if used:
-            total = total / used
+            total = total / max(used, slots or 0)
             terms = {n: v / used for n, v in sums.items()}
         else:
             terms = {}

@@ -23,6 +23,7 @@ OPTIONS = dict(
     structure="set_nll",
     temperature=0.3,
     lookahead=False,
+    lookahead_every=2,
 )
 ITERS = 2
 

@@ -138,6 +138,8 @@ def test_every_option_reaches_the_tuning_loop(model_dir, quantizers):
             "set_nll",
             "--vsraq_temperature",
             "0.25",
+            "--vsraq_lookahead_every",
+            "3",
             "--vsraq_no_lookahead",
         )
         == 0
@@ -151,6 +153,7 @@ def test_every_option_reaches_the_tuning_loop(model_dir, quantizers):
         structure="set_nll",
         temperature=0.25,
         lookahead=False,
+        lookahead_every=3,
     )
     (q,) = quantizers
     assert q.vsraq == expected and q.objective.config == expected

@@ -181,6 +181,19 @@ def test_pairs_are_normalised_each_and_averaged():
     assert small.logits.grad.abs().sum() > 0 and large.logits.grad.abs().sum() > 0
 
 
+def test_slots_keep_a_router_s_weight_when_another_is_left_out():
+    config = VSRAQConfig(structure_weight=0.0)
+    own, ahead = _pair(seed=2), _pair(seed=3)
+    obj = BlockObjective(config)
+    both, _ = obj([own, ahead], host_loss=torch.tensor(1.0), slots=2)
+    alone, _ = obj([own], host_loss=torch.tensor(1.0), slots=2)
+    # both routers start at 1 * host0 each: their mean is 1; one of two slots: 1/2
+    assert both.item() == pytest.approx(1.0, rel=1e-6)
+    assert alone.item() == pytest.approx(0.5, rel=1e-6)
+    unslotted, _ = BlockObjective(config)([own], host_loss=torch.tensor(1.0))
+    assert unslotted.item() == pytest.approx(1.0, rel=1e-6)
+
+
 def test_term_that_starts_at_zero_is_normalised_when_it_moves():
     obj = BlockObjective(
         VSRAQConfig(value_weight=0.0, structure_weight=1.0), floor=1e-8

@@ -78,6 +78,11 @@ class BlockRun:
         self.host_iters[-1] += value
         self._calls += 1
 
+    @property
+    def iteration(self) -> int:
+        """The tuning iteration the next host-loss call belongs to."""
+        return self._calls // self.calls_per_iter
+
     def detach(self) -> None:
         for h in self.handles:
             h.remove()

@@ -73,13 +73,14 @@ def add_vsraq_arguments(group: Any) -> None:
         ("structure_weight", float),
         ("margin", float),
         ("temperature", float),
+        ("lookahead_every", int),
     ):
         group.add_argument(
             FLAGS[name],
             dest=_DEST[name],
             type=kind,
             default=None,
-            metavar="X",
+            metavar="N" if kind is int else "X",
             help=_help(name),
         )
     for name in ("value_target", "structure"):

@@ -324,6 +324,10 @@ class VSRAQQuantizer(SignRoundQuantizer):
             return host
         record = run.take()
         run.note_host(float(host.detach()))
+        if self.objective is not None and run.path is not None:
+            # lookahead_every = n: the next step runs the look-ahead if n divides
+            # its iteration (the agreement passes always run it)
+            run.taps.ahead_enabled = run.iteration % self.vsraq.lookahead_every == 0
         check_step(self, host)  # NaN/inf: stop, naming the layer
         if self.objective is None or not record.logits:
             return host
@@ -334,7 +338,7 @@ class VSRAQQuantizer(SignRoundQuantizer):
             m = None if mask is None else mask.to(logits.device)
             pairs.append(RouterPair(logits, ref, run.specs[key], mask=m))
         try:
-            extra, _terms = self.objective(pairs, host_loss=host)
+            extra, _terms = self.objective(pairs, host_loss=host, slots=len(run.specs))
         except NonFiniteRoutingError:
             check_step(self, host, record.logits.keys(), pairs)  # names the router
             raise

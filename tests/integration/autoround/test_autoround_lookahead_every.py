@@ -1,0 +1,59 @@
+"""lookahead_every: the look-ahead runs on every n-th tuning step only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsraq_modifier.lookahead import LookaheadPath
+
+from autoround_helpers import quantize, small_moe
+
+ITERS = 6
+
+
+@pytest.fixture
+def lookahead_calls(monkeypatch):
+    """Look-ahead runs per BlockRun phase ("tune" or "measure")."""
+    calls: list[bool] = []
+    original = LookaheadPath.__call__
+
+    def counting(self, hidden, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return original(self, hidden, **kwargs)
+
+    monkeypatch.setattr(LookaheadPath, "__call__", counting)
+    return calls
+
+
+def _run(every: int):
+    # not_use_best_mse: keep the last iteration (on a random tiny model AutoRound's
+    # best iteration is often the first, which would hide any difference)
+    model = small_moe(seed=3)
+    ar = quantize(
+        "vsraq", model, iters=ITERS, lookahead_every=every, not_use_best_mse=True
+    )
+    block0 = model.model.layers[0]
+    return ar, {n: p.detach().clone() for n, p in block0.state_dict().items()}
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_lookahead_runs_on_every_nth_step(every, lookahead_calls):
+    ar, _ = _run(every)
+    q = ar.alg_composer.block_quantizer
+    assert q.vsraq.lookahead_every == every
+    tuning = sum(lookahead_calls)  # the tuning forwards run with gradients
+    no_grad = len(lookahead_calls) - tuning  # reference + the two agreement passes
+    # 4 samples in batches of 2: one forward per step, 2 per no-grad pass
+    assert tuning == len(range(0, ITERS, every))
+    assert no_grad == 6
+    # the agreement of the look-ahead router is still measured after tuning
+    assert any("look-ahead" in k for k in q.reports[0].agreement_after)
+
+
+def test_skipping_the_lookahead_changes_the_tuned_weights():
+    _, every1 = _run(1)
+    _, every2 = _run(2)
+    _, again1 = _run(1)
+    assert all(torch.equal(every1[k], again1[k]) for k in every1)  # deterministic
+    assert any(not torch.equal(every1[k], every2[k]) for k in every1)
