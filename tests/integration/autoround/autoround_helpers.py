@@ -94,8 +94,8 @@ def spy_objective(quantizer: Any, on_call: Any) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-        def __call__(self, pairs: Any, host_loss: Any = None) -> Any:
-            loss, terms = real(pairs, host_loss=host_loss)
+        def __call__(self, pairs: Any, host_loss: Any = None, **kwargs: Any) -> Any:
+            loss, terms = real(pairs, host_loss=host_loss, **kwargs)
             on_call(pairs, host_loss, loss)
             return loss, terms
 
