@@ -242,24 +242,40 @@ def layer_table(t: Table, scheme: str) -> list[str]:
     return lines
 
 
-def sweep_table(main_settings: dict) -> list[str]:
-    """Every cell of the runs evaluated on the validation split (the tuning of
-    the defaults), with its disagreement relative to mse of the same scheme and
-    seed from the validation run without options."""
-    rows, mse = [], {}
+def _runs(eval_text: str, exclude: str = "") -> list[tuple[str, dict, list[dict]]]:
+    """(name, settings, cells) of every run evaluated on ``eval_text``, but
+    ``exclude`` and the timing runs."""
+    out = []
     for meta_path in sorted(RUNS.glob("*/run.json")):
-        meta = json.loads(meta_path.read_text())
-        st = meta["settings"]
-        if st.get("eval_text") != "validation":
+        name = meta_path.parent.name
+        st = json.loads(meta_path.read_text())["settings"]
+        if st.get("eval_text") != eval_text or name == exclude:
             continue
+        if name.startswith(TIMING_PREFIX):
+            continue
+        out.append((name, st, load_cells(meta_path.parent)))
+    return out
+
+
+def sweep_table(
+    main_settings: dict, eval_text: str = "validation", exclude: str = ""
+) -> list[str]:
+    """Every cell of the runs evaluated on ``eval_text`` (the validation split:
+    the tuning of the defaults; the held-out text: option variants beside the
+    main run ``exclude``), with its disagreement relative to mse of the same
+    scheme and seed from a run of that text without options."""
+    runs = _runs(eval_text)
+    rows, mse = [], {}
+    for name, st, cells in runs:
         same = all(
             st[k] == main_settings[k]
             for k in ("iters", "nsamples", "seqlen", "batch_size")
         )
-        for c in load_cells(meta_path.parent):
-            rows.append((meta_path.parent.name, st, same, c))
-            if c["method"] == "mse" and not st["options"]:
-                mse[(c["scheme"], c["seed"])] = c
+        for c in cells:
+            if c["method"] == "mse" and not st["options"] and same:
+                mse.setdefault((c["scheme"], c["seed"], st["eval_tokens"]), c)
+            if name != exclude:
+                rows.append((name, st, same, c))
     if not rows:
         return []
     lines = [
@@ -269,7 +285,7 @@ def sweep_table(main_settings: dict) -> list[str]:
     ]
     rows.sort(key=lambda r: (r[3]["scheme"], r[3]["seed"], r[3]["method"], r[0]))
     for name, st, same, c in rows:
-        base = mse.get((c["scheme"], c["seed"]))
+        base = mse.get((c["scheme"], c["seed"], st["eval_tokens"]))
         ratio = f"{dis(c) / dis(base):.2f}x" if base and same else "-"
         opts = ", ".join(f"{k}={v}" for k, v in st["options"].items()) or "defaults"
         if c["method"] in ("mse", "rtn"):
@@ -277,6 +293,43 @@ def sweep_table(main_settings: dict) -> list[str]:
         lines.append(
             f"| `{name}` | {c['scheme']} | {c['seed']} | {c['method']} | {opts} "
             f"| {dis(c):.4f} | {ratio} | {ppl(c):.3f} | {kl(c):.5f} |"
+        )
+    return lines
+
+
+TIMING_PREFIX = "timing-"
+
+
+def timing_table() -> list[str]:
+    """Quantization time of the runs named ``timing-*``: one cell at a time
+    (``--jobs 1``) on otherwise idle cores, so wall time is meaningful; ratios
+    to the mse cell of the same scheme and seed among them."""
+    rows, mse = [], {}
+    for meta_path in sorted(RUNS.glob(TIMING_PREFIX + "*/run.json")):
+        st = json.loads(meta_path.read_text())["settings"]
+        for c in load_cells(meta_path.parent):
+            rows.append((meta_path.parent.name, st, c))
+            if c["method"] == "mse":
+                mse[(c["scheme"], c["seed"])] = c
+    if not rows:
+        return []
+    lines = [
+        "| run | scheme | seed | method | options | quantization wall s | CPU s "
+        "| wall vs mse | CPU vs mse | peak RSS MB |",
+        "|" + "---|" * 10,
+    ]
+    rows.sort(key=lambda r: (r[2]["scheme"], r[2]["seed"], r[2]["method"], r[0]))
+    for name, st, c in rows:
+        base = mse.get((c["scheme"], c["seed"]))
+        opts = ", ".join(f"{k}={v}" for k, v in st["options"].items()) or "defaults"
+        if c["method"] in ("mse", "rtn"):
+            opts = "-"
+        wall = f"{qtime(c) / qtime(base):.2f}x" if base else "-"
+        cpu = f"{qcpu(c) / qcpu(base):.2f}x" if base else "-"
+        lines.append(
+            f"| `{name}` | {c['scheme']} | {c['seed']} | {c['method']} | {opts} "
+            f"| {qtime(c):.1f} | {qcpu(c):.1f} | {wall} | {cpu} "
+            f"| {c['peak_rss_mb']:.0f} |"
         )
     return lines
 
@@ -404,6 +457,32 @@ def render(
     lines += ["", "## Jaccard per MoE layer (mean over seeds)", ""]
     for s in t.schemes:
         lines += [f"### {s}", "", *layer_table(t, s), ""]
+    variants = sweep_table(settings, "heldout", exclude=run_dir.name)
+    if variants:
+        lines += [
+            "## Variants on the held-out text",
+            "",
+            "Runs beside the main one on the same held-out text, with VSRAQ options "
+            "changed (`benchmarks/run.py --option KEY=VALUE`), or with an earlier "
+            "version of the code (the run directory says which). Disagreement "
+            "relative to mse of the same scheme and seed in the main run.",
+            "",
+            *variants,
+            "",
+        ]
+    timing = timing_table()
+    if timing:
+        lines += [
+            "## Time on idle cores",
+            "",
+            "The runs named `timing-*` ran one cell at a time (`--jobs 1`, one "
+            "torch thread) with nothing else on the machine, so their wall times "
+            "are comparable, unlike the main run's (2 cells at a time). Evaluation "
+            "is left out of the times.",
+            "",
+            *timing,
+            "",
+        ]
     sweep = sweep_table(settings)
     if sweep:
         lines += [

@@ -150,3 +150,53 @@ def test_an_oracle_gain_within_seed_noise_is_not_judged():
         )
     row = report.target_rows(report.Table(cells), "W4A16")[3]
     assert "| n/a | no gain beyond seed noise" in row
+
+
+def write_run(root: Path, name: str, options: dict, cells, eval_text="heldout"):
+    import json
+
+    d = root / name
+    d.mkdir(parents=True)
+    settings = {
+        "iters": 100,
+        "nsamples": 128,
+        "seqlen": 256,
+        "batch_size": 8,
+        "eval_tokens": 32768,
+        "eval_text": eval_text,
+        "options": options,
+    }
+    (d / "run.json").write_text(json.dumps({"settings": settings}))
+    for c in cells:
+        (d / f"{c['method']}__{c['scheme']}__s{c['seed']}.json").write_text(
+            json.dumps(c)
+        )
+    return settings
+
+
+def test_held_out_variants_are_compared_with_the_main_run_s_mse(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RUNS", tmp_path)
+    main = write_run(tmp_path, "main", {}, base(0))
+    fast = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
+    write_run(tmp_path, "main-abc", {"lookahead_every": 2}, [fast])
+    write_run(tmp_path, "timing-x", {}, base(0))  # timing runs stay out
+    rows = report.sweep_table(main, "heldout", exclude="main")
+    assert len(rows) == 3  # header, rule, the one variant cell
+    assert "| `main-abc` | W4A16 | 0 | vsraq | lookahead_every=2 |" in rows[2]
+    assert "| 0.50x |" in rows[2]  # (1 - 0.99) / (1 - 0.98)
+
+
+def test_timing_table_ratios_within_the_timing_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RUNS", tmp_path)
+    mse = cell("mse", 0, jaccard=0.98, ppl=10.0, kl=0.01, oracle=9.8, cpu=100.0)
+    vsraq = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=125.0)
+    fast = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=110.0)
+    write_run(tmp_path, "timing-idle", {}, [mse, vsraq])
+    write_run(tmp_path, "timing-idle-every2", {"lookahead_every": 2}, [fast])
+    write_run(tmp_path, "main", {}, base(0))  # not a timing run: left out
+    rows = report.timing_table()
+    assert len(rows) == 5
+    by_run = {r.split("|")[1].strip(): r for r in rows[2:] if "vsraq" in r}
+    assert "| 1.25x | 1.25x |" in by_run["`timing-idle`"]
+    assert "lookahead_every=2" in by_run["`timing-idle-every2`"]
+    assert "| 1.10x | 1.10x |" in by_run["`timing-idle-every2`"]
