@@ -42,34 +42,45 @@ EOS = "<|endoftext|>"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     a = ap.add_argument
-    a("--out", type=Path, default=MODEL_DIR)
-    a("--cache", type=Path, default=DEFAULT_CACHE)
-    a("--seed", type=int, default=0)
-    a("--steps", type=int, default=750)
-    a("--minutes", type=float, default=30.0, help="hard cap on the whole run")
-    a("--threads", type=int, default=2)
+    a("--out", type=Path, default=MODEL_DIR,
+      help="model folder to write (the default replaces the shipped model)")
+    a("--cache", type=Path, default=DEFAULT_CACHE,
+      help="corpus cache of scripts/build_corpus.py (built when empty)")
+    a("--seed", type=int, default=0,
+      help="seeds the tokenizer, document order, batches and initialisation")
+    a("--steps", type=int, default=750, help="optimizer steps (fixed, for determinism)")
+    a("--minutes", type=float, default=30.0,
+      help="hard cap on the whole run; a run it cuts short says so in train_log.json")
+    a("--threads", type=int, default=2,
+      help="torch threads (results are deterministic for a given count)")
     a("--device", default="cpu", help="cuda only for exploring settings")
-    a("--vocab", type=int, default=4096)
-    a("--layers", type=int, default=6)
-    a("--hidden", type=int, default=256)
-    a("--heads", type=int, default=4)
-    a("--kv-heads", type=int, default=2)
-    a("--experts", type=int, default=32)
-    a("--top-k", type=int, default=2)
+    a("--vocab", type=int, default=4096, help="BPE vocabulary size")
+    a("--layers", type=int, default=6, help="decoder layers, every one MoE")
+    a("--hidden", type=int, default=256, help="hidden size")
+    a("--heads", type=int, default=4, help="query heads (head_dim 64)")
+    a("--kv-heads", type=int, default=2, help="key/value heads")
+    a("--experts", type=int, default=32, help="experts per layer")
+    a("--top-k", type=int, default=2, help="experts each token takes")
     a("--expert-width", type=int, default=64, help="moe_intermediate_size")
     a("--no-norm-topk", action="store_true", help="norm_topk_prob=False")
     a("--aux", type=float, default=0.01, help="per-layer load-balancing coefficient")
     a("--z-loss", type=float, default=0.0, help="router z-loss coefficient")
-    a("--batch", type=int, default=8)
-    a("--seq", type=int, default=512)
-    a("--lr", type=float, default=3e-3)
-    a("--warmup", type=int, default=100)
-    a("--weight-decay", type=float, default=0.1)
-    a("--eval-tokens", type=int, default=32768)
+    a("--batch", type=int, default=8, help="sequences per step")
+    a("--seq", type=int, default=512, help="tokens per sequence")
+    a("--lr", type=float, default=3e-3,
+      help="peak AdamW learning rate (cosine to 10 %%)")
+    a("--warmup", type=int, default=100, help="linear warm-up steps")
+    a("--weight-decay", type=float, default=0.1,
+      help="AdamW weight decay (not on norms and routers)")
+    a("--eval-tokens", type=int, default=32768,
+      help="held-out tokens for the final perplexity")
     a("--experts-impl", default="grouped_mm", help="transformers experts kernel")
-    a("--log-every", type=int, default=20)
+    a("--log-every", type=int, default=20, help="steps between progress lines")
     return ap.parse_args(argv)
 
 
