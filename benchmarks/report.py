@@ -242,6 +242,15 @@ def layer_table(t: Table, scheme: str) -> list[str]:
     return lines
 
 
+def _options(settings: dict, cell: dict) -> str:
+    """The run's VSRAQ options as a table cell ("-" for methods they do not
+    reach)."""
+    if cell["method"] in ("mse", "rtn"):
+        return "-"
+    opts = settings["options"].items()
+    return ", ".join(f"{k}={v}" for k, v in opts) or "defaults"
+
+
 def _runs(eval_text: str, exclude: str = "") -> list[tuple[str, dict, list[dict]]]:
     """(name, settings, cells) of every run evaluated on ``eval_text``, but
     ``exclude`` and the timing runs."""
@@ -287,9 +296,7 @@ def sweep_table(
     for name, st, same, c in rows:
         base = mse.get((c["scheme"], c["seed"], st["eval_tokens"]))
         ratio = f"{dis(c) / dis(base):.2f}x" if base and same else "-"
-        opts = ", ".join(f"{k}={v}" for k, v in st["options"].items()) or "defaults"
-        if c["method"] in ("mse", "rtn"):
-            opts = "-"
+        opts = _options(st, c)
         lines.append(
             f"| `{name}` | {c['scheme']} | {c['seed']} | {c['method']} | {opts} "
             f"| {dis(c):.4f} | {ratio} | {ppl(c):.3f} | {kl(c):.5f} |"
@@ -321,9 +328,7 @@ def timing_table() -> list[str]:
     rows.sort(key=lambda r: (r[2]["scheme"], r[2]["seed"], r[2]["method"], r[0]))
     for name, st, c in rows:
         base = mse.get((c["scheme"], c["seed"]))
-        opts = ", ".join(f"{k}={v}" for k, v in st["options"].items()) or "defaults"
-        if c["method"] in ("mse", "rtn"):
-            opts = "-"
+        opts = _options(st, c)
         wall = f"{qtime(c) / qtime(base):.2f}x" if base else "-"
         cpu = f"{qcpu(c) / qcpu(base):.2f}x" if base else "-"
         lines.append(
