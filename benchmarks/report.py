@@ -242,13 +242,21 @@ def layer_table(t: Table, scheme: str) -> list[str]:
     return lines
 
 
-def _options(settings: dict, cell: dict) -> str:
+TUNING_KEYS = ("iters", "nsamples", "seqlen", "batch_size")
+
+
+def _options(settings: dict, cell: dict, main: dict | None = None) -> str:
     """The run's VSRAQ options as a table cell ("-" for methods they do not
-    reach)."""
+    reach), after the tuning settings that differ from ``main``'s."""
+    tuning = [
+        f"{k}={settings[k]}"
+        for k in TUNING_KEYS
+        if main is not None and settings[k] != main[k]
+    ]
     if cell["method"] in ("mse", "rtn"):
-        return "-"
-    opts = settings["options"].items()
-    return ", ".join(f"{k}={v}" for k, v in opts) or "defaults"
+        return ", ".join(tuning) or "-"
+    opts = [f"{k}={v}" for k, v in settings["options"].items()]
+    return ", ".join(tuning + opts) or "defaults"
 
 
 def _runs(eval_text: str, exclude: str = "") -> list[tuple[str, dict, list[dict]]]:
@@ -272,19 +280,16 @@ def sweep_table(
     """Every cell of the runs evaluated on ``eval_text`` (the validation split:
     the tuning of the defaults; the held-out text: option variants beside the
     main run ``exclude``), with its disagreement relative to mse of the same
-    scheme and seed from a run of that text without options."""
-    runs = _runs(eval_text)
+    scheme, seed and tuning settings from a run of that text without options
+    (tuning settings other than ``main_settings``' are named in the row)."""
     rows, mse = [], {}
-    for name, st, cells in runs:
-        same = all(
-            st[k] == main_settings[k]
-            for k in ("iters", "nsamples", "seqlen", "batch_size")
-        )
+    for name, st, cells in _runs(eval_text):
+        setting = tuple(st[k] for k in TUNING_KEYS) + (st["eval_tokens"],)
         for c in cells:
-            if c["method"] == "mse" and not st["options"] and same:
-                mse.setdefault((c["scheme"], c["seed"], st["eval_tokens"]), c)
+            if c["method"] == "mse" and not st["options"]:
+                mse.setdefault((c["scheme"], c["seed"], setting), c)
             if name != exclude:
-                rows.append((name, st, same, c))
+                rows.append((name, st, setting, c))
     if not rows:
         return []
     lines = [
@@ -293,10 +298,10 @@ def sweep_table(
         "|" + "---|" * 9,
     ]
     rows.sort(key=lambda r: (r[3]["scheme"], r[3]["seed"], r[3]["method"], r[0]))
-    for name, st, same, c in rows:
-        base = mse.get((c["scheme"], c["seed"], st["eval_tokens"]))
-        ratio = f"{dis(c) / dis(base):.2f}x" if base and same else "-"
-        opts = _options(st, c)
+    for name, st, setting, c in rows:
+        base = mse.get((c["scheme"], c["seed"], setting))
+        ratio = f"{dis(c) / dis(base):.2f}x" if base else "-"
+        opts = _options(st, c, main_settings)
         lines.append(
             f"| `{name}` | {c['scheme']} | {c['seed']} | {c['method']} | {opts} "
             f"| {dis(c):.4f} | {ratio} | {ppl(c):.3f} | {kl(c):.5f} |"

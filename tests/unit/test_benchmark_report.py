@@ -152,7 +152,7 @@ def test_an_oracle_gain_within_seed_noise_is_not_judged():
     assert "| n/a | no gain beyond seed noise" in row
 
 
-def write_run(root: Path, name: str, options: dict, cells, eval_text="heldout"):
+def write_run(root: Path, name: str, options: dict, cells, eval_text="heldout", **kw):
     import json
 
     d = root / name
@@ -165,6 +165,7 @@ def write_run(root: Path, name: str, options: dict, cells, eval_text="heldout"):
         "eval_tokens": 32768,
         "eval_text": eval_text,
         "options": options,
+        **kw,
     }
     (d / "run.json").write_text(json.dumps({"settings": settings}))
     for c in cells:
@@ -200,3 +201,19 @@ def test_timing_table_ratios_within_the_timing_runs(tmp_path, monkeypatch):
     assert "| 1.25x | 1.25x |" in by_run["`timing-idle`"]
     assert "lookahead_every=2" in by_run["`timing-idle-every2`"]
     assert "| 1.10x | 1.10x |" in by_run["`timing-idle-every2`"]
+
+
+def test_a_variant_with_other_iterations_is_compared_with_its_own_mse(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(report, "RUNS", tmp_path)
+    main = write_run(tmp_path, "main", {}, base(0))
+    long_mse = cell("mse", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
+    long_vsraq = cell("vsraq", 0, jaccard=0.995, ppl=10.0, kl=0.01, oracle=9.8, cpu=1)
+    write_run(tmp_path, "it200", {}, [long_mse, long_vsraq], iters=200)
+    rows = {
+        r.split("|")[4].strip(): r
+        for r in report.sweep_table(main, "heldout", "main")[2:]
+    }
+    assert "| iters=200 |" in rows["mse"]
+    assert "| iters=200 | 0.0050 | 0.50x |" in rows["vsraq"]  # against its own mse
