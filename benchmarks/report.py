@@ -259,16 +259,21 @@ def _options(settings: dict, cell: dict, main: dict | None = None) -> str:
     return ", ".join(tuning + opts) or "defaults"
 
 
-def _runs(eval_text: str, exclude: str = "") -> list[tuple[str, dict, list[dict]]]:
-    """(name, settings, cells) of every run evaluated on ``eval_text``, but
-    ``exclude`` and the timing runs."""
+TIMING_PREFIX = "timing-"
+
+
+def _runs(
+    timing: bool, eval_text: str | None = None
+) -> list[tuple[str, dict, list[dict]]]:
+    """(name, settings, cells) of the timing runs (named ``timing-*``) or of
+    the other runs evaluated on ``eval_text``."""
     out = []
     for meta_path in sorted(RUNS.glob("*/run.json")):
         name = meta_path.parent.name
         st = json.loads(meta_path.read_text())["settings"]
-        if st.get("eval_text") != eval_text or name == exclude:
+        if name.startswith(TIMING_PREFIX) != timing:
             continue
-        if name.startswith(TIMING_PREFIX):
+        if eval_text is not None and st.get("eval_text") != eval_text:
             continue
         out.append((name, st, load_cells(meta_path.parent)))
     return out
@@ -283,7 +288,7 @@ def sweep_table(
     scheme, seed and tuning settings from a run of that text without options
     (tuning settings other than ``main_settings``' are named in the row)."""
     rows, mse = [], {}
-    for name, st, cells in _runs(eval_text):
+    for name, st, cells in _runs(timing=False, eval_text=eval_text):
         setting = tuple(st[k] for k in TUNING_KEYS) + (st["eval_tokens"],)
         for c in cells:
             if c["method"] == "mse" and not st["options"]:
@@ -309,18 +314,14 @@ def sweep_table(
     return lines
 
 
-TIMING_PREFIX = "timing-"
-
-
 def timing_table() -> list[str]:
     """Quantization time of the runs named ``timing-*``: one cell at a time
     (``--jobs 1``) on otherwise idle cores, so wall time is meaningful; ratios
     to the mse cell of the same scheme and seed among them."""
     rows, mse = [], {}
-    for meta_path in sorted(RUNS.glob(TIMING_PREFIX + "*/run.json")):
-        st = json.loads(meta_path.read_text())["settings"]
-        for c in load_cells(meta_path.parent):
-            rows.append((meta_path.parent.name, st, c))
+    for name, st, cells in _runs(timing=True):
+        for c in cells:
+            rows.append((name, st, c))
             if c["method"] == "mse":
                 mse[(c["scheme"], c["seed"])] = c
     if not rows:
