@@ -476,7 +476,8 @@ def render(
             "Runs beside the main one on the same held-out text, with VSRAQ options "
             "changed (`benchmarks/run.py --option KEY=VALUE`), or with an earlier "
             "version of the code (the run directory says which). Disagreement "
-            "relative to mse of the same scheme and seed in the main run.",
+            "relative to mse of the same scheme, seed and tuning settings (the "
+            "main run's, unless the row names others).",
             "",
             *variants,
             "",
