@@ -211,16 +211,23 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute against the directory the command was started in."""
+    return Path(path).expanduser().absolute()
+
+
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     from vsraq_modifier import data
 
-    model = Path(args.model) if args.model else data.shipped_model_dir()
+    # absolute before anything changes the working directory (the quantizations
+    # run inside DIR/.work)
+    model = _absolute(args.model) if args.model else data.shipped_model_dir()
     calib = (
-        Path(args.calibration_text)
+        _absolute(args.calibration_text)
         if args.calibration_text
         else data.calibration_text_path()
     )
-    text = Path(args.text) if args.text else data.heldout_text_path()
+    text = _absolute(args.text) if args.text else data.heldout_text_path()
     if not (model / "config.json").is_file():
         raise FileNotFoundError(f"--model {model}: no config.json")
     for what, path in (("--calibration-text", calib), ("--text", text)):
@@ -253,7 +260,7 @@ def _settings(args: argparse.Namespace, model: Path, calib: Path, text: Path) ->
 
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    out = Path(args.out)
+    out = _absolute(args.out)
     _check_out(out, args.overwrite)
     model_dir, calib, text = _inputs(args)
     _prepare_out(out)
