@@ -83,7 +83,9 @@ def autoround(
 
     from auto_round import AutoRound
 
+    from vsraq_modifier.inputs import check_api_inputs
     from vsraq_modifier.integrations.autoround.saving import stage_saves
 
+    check_api_inputs(model, tokenizer, kwargs)  # paths, token ids: before loading
     # quantize_and_save: the checkpoint appears complete or not at all
     return stage_saves(AutoRound(model, tokenizer, alg_configs=config, **kwargs))

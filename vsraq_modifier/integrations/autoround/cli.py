@@ -220,12 +220,14 @@ def _wrap_tune(original: Any) -> Any:
                 "eager blocks; on a CPU compiling is slower than tuning)"
             )
         from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
+        from vsraq_modifier.inputs import InputError, check_cli_inputs
         from vsraq_modifier.integrations.autoround.saving import staged_saves_in_cli
         from vsraq_modifier.memory import MemoryLimitError
         from vsraq_modifier.output import OutputDirError
 
         staged = _requested_loss(args) is not None  # without --loss: unchanged
         try:
+            check_cli_inputs(args)  # model, dataset files, disk space: before loading
             with staged_saves_in_cli() if staged else contextlib.nullcontext():
                 return original(args)
         except (
@@ -234,6 +236,7 @@ def _wrap_tune(original: Any) -> Any:
             CalibrationDataError,
             MemoryLimitError,
             OutputDirError,
+            InputError,
         ) as e:
             print(f"auto-round: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
