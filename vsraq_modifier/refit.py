@@ -1,0 +1,372 @@
+"""Router re-alignment: re-fit a full-precision router to the inputs it sees in the
+quantized model (pure torch, no host import).
+
+Every recipe keeps the routers in full precision, but after the experts and the
+attention are quantized, router l sees inputs ``x^q`` that differ from the
+reference's ``x``. A linear router can absorb the linear part of that error: per
+router, the ridge solution (float64, valid tokens only)
+
+    W' = argmin_W'  sum_t sum_e w_te (W' x^q_t - target_t)_e^2 + lam' ||W' - W||^2,
+    lam' = ridge * sum_t w_te * mean(x^2)
+
+(``lam'`` scale-free: ``ridge`` is relative to the data term's mass and to the mean
+square input coordinate). The result has the router's own dtype, shape and tensor
+names, so the checkpoint's format and inference cost are unchanged.
+
+Targets (``RefitOptions.target``): ``logits`` (the reference logits), ``centred``
+(both sides centred over experts: softmax and top-k-of-logits routers cannot see a
+shared shift, so none is spent on it), ``sigmoid`` (sigmoid routers: a Gauss-Newton
+fit in score space, where the ranking happens; ``iters`` steps, each linearised at
+the current logits). Weights: ``uniform``, or ``boundary`` (only the reference's
+k-th and (k+1)-th experts of each token, and for group-limited routers the two best
+experts of the last kept and the first dropped group). ``correction_bias``: also
+fit a selection-only bias (DeepSeek-V3 ``e_score_correction_bias``) in score space.
+
+:func:`refit_router` adds the safeguard: it fits on part of the valid tokens and
+keeps the fit only where it raises routing agreement (mean Jaccard of the top-k
+sets) with the reference on the tokens held aside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from vsraq_modifier.objective.pair import NonFiniteRoutingError
+from vsraq_modifier.routing import RouterSpec, group_mask, route, selection_scores
+
+__all__ = [
+    "DEFAULT_RIDGE",
+    "RefitOptions",
+    "RefitResult",
+    "RouterFit",
+    "boundary_weights",
+    "fit_router",
+    "jaccard",
+    "refit_router",
+    "resolved_target",
+]
+
+#: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
+DEFAULT_RIDGE = 1e-2
+Target = Literal["auto", "logits", "centred", "sigmoid"]
+Weighting = Literal["uniform", "boundary"]
+_EXPERT_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class RefitOptions:
+    """How to re-fit a router. ``method``: none (keep the router) or ridge;
+    ``ridge``: relative ridge strength (> 0); ``target``/``weights``/``iters``/
+    ``correction_bias``: the fit variant (module docstring); ``holdout``: share of
+    the valid tokens held aside for the safeguard (0: no safeguard, always keep the
+    fit); ``seed``: which tokens are held aside."""
+
+    method: Literal["none", "ridge"] = "none"
+    ridge: float = DEFAULT_RIDGE
+    target: Target = "auto"
+    weights: Weighting = "uniform"
+    iters: int = 1
+    correction_bias: bool = False
+    holdout: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("none", "ridge"):
+            raise ValueError(f"method={self.method!r}: use 'none' or 'ridge'")
+        if not (math.isfinite(self.ridge) and self.ridge > 0):
+            raise ValueError(f"ridge={self.ridge}: must be a finite number > 0")
+        if self.target not in ("auto", "logits", "centred", "sigmoid"):
+            raise ValueError(f"target={self.target!r}: auto|logits|centred|sigmoid")
+        if self.weights not in ("uniform", "boundary"):
+            raise ValueError(f"weights={self.weights!r}: use uniform or boundary")
+        if self.iters < 1:
+            raise ValueError(f"iters={self.iters}: must be >= 1")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout={self.holdout}: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RouterFit:
+    """Router tensors in the router's own dtypes and shapes (``bias``: the linear
+    bias, gpt-oss; ``correction_bias``: the selection-only bias, DeepSeek-V3)."""
+
+    weight: Tensor
+    bias: Tensor | None = None
+    correction_bias: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """What :func:`refit_router` decided. ``fit`` is what to write (the original
+    tensors when not ``accepted``); errors are the weighted mean squared residual in
+    the target space on the fit tokens; agreements the mean Jaccard with the
+    reference's top-k sets on the held-aside tokens (NaN without a safeguard)."""
+
+    fit: RouterFit
+    accepted: bool
+    fit_error_before: float
+    fit_error_after: float
+    agreement_before: float
+    agreement_after: float
+    fit_tokens: int
+    held_tokens: int
+
+    def summary(self) -> str:
+        verdict = "re-fitted" if self.accepted else "kept the original"
+        return (
+            f"fit error {self.fit_error_before:.4g} -> {self.fit_error_after:.4g}, "
+            f"held-aside Jaccard {self.agreement_before:.4f} -> "
+            f"{self.agreement_after:.4f} ({self.held_tokens} tokens): {verdict}"
+        )
+
+
+def resolved_target(spec: RouterSpec, target: Target) -> str:
+    """``auto``: centred for softmax and logits routers, sigmoid for sigmoid ones;
+    refuses a target that does not fit the router."""
+    if target == "auto":
+        return "sigmoid" if spec.score_fn == "sigmoid" else "centred"
+    if target == "centred" and spec.score_fn == "sigmoid":
+        raise ValueError("target='centred' does not fit a sigmoid router: its "
+                         "scores see a shared shift; use sigmoid or logits")
+    if target == "sigmoid" and spec.score_fn != "sigmoid":
+        raise ValueError(f"target='sigmoid' needs a sigmoid router, this one is "
+                         f"{spec.score_fn}; use centred or logits")
+    return target
+
+
+def jaccard(logits: Tensor, ref_logits: Tensor, spec: RouterSpec,
+            ref_spec: RouterSpec | None = None) -> float:
+    """Mean Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``."""
+    if logits.shape[0] == 0:
+        return float("nan")
+    a, b = route(logits, spec).indices, route(ref_logits, ref_spec or spec).indices
+    e = spec.num_experts
+    sa = torch.zeros(a.shape[0], e, dtype=torch.bool).scatter_(-1, a.cpu(), True)
+    sb = torch.zeros(b.shape[0], e, dtype=torch.bool).scatter_(-1, b.cpu(), True)
+    inter = (sa & sb).sum(-1).double()
+    return float((inter / (sa | sb).sum(-1).double()).mean())
+
+
+def boundary_weights(ref_logits: Tensor, spec: RouterSpec) -> Tensor:
+    """[T, E] float64: 1 on each token's k-th and (k+1)-th experts by the
+    reference's selection scores (inside its kept groups) and, for group-limited
+    routers, on the two best experts of the last kept and the first dropped group."""
+    z = ref_logits.reshape(-1, spec.num_experts).float()
+    s = selection_scores(z, spec).double()
+    w = torch.zeros_like(s)
+    choice = s.masked_fill(~group_mask(s, spec), float("-inf"))
+    k = spec.top_k
+    order = choice.argsort(dim=-1, descending=True)
+    w.scatter_(-1, order[:, k - 1 : min(k + 1, spec.num_experts)], 1.0)
+    if spec.group_limited:
+        per = spec.num_experts // spec.n_group
+        grouped = s.view(-1, spec.n_group, per)
+        top2 = grouped.topk(min(2, per), dim=-1)
+        gorder = top2.values.sum(-1).argsort(dim=-1, descending=True)
+        for g in gorder[:, spec.topk_group - 1 : spec.topk_group + 1].unbind(-1):
+            best = top2.indices.gather(1, g[:, None, None].expand(-1, 1, top2.indices.shape[-1]))
+            w.scatter_(-1, g[:, None] * per + best[:, 0], 1.0)
+    return w
+
+
+def _check_finite(**tensors: Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise NonFiniteRoutingError(
+                f"router re-fit: {name} has {bad} non-finite entries (NaN/inf) among "
+                f"{t.numel()} on valid tokens; the model that produced it diverged. "
+                "Check the checkpoint and the calibration data before re-fitting."
+            )
+
+
+def _solve(phi: Tensor, y: Tensor, w: Tensor, reg: Tensor, prior: Tensor) -> Tensor:
+    """Per expert row e: argmin_th sum_t w_te (phi_(e)t th - y_te)^2 + sum_j
+    reg_ej (th_j - prior_ej)^2. ``phi``: [T, P] shared or [E, T, P]; ``w``: [T, 1]
+    (shared) or [T, E]; ``reg``, ``prior``: [E, P]. Returns [E, P] (float64)."""
+    e, p = prior.shape
+    if phi.dim() == 2 and w.shape[1] == 1 and bool((reg == reg[:1]).all()):
+        gram = phi.T @ (phi * w) + torch.diag(reg[0])
+        rhs = (y * w).T @ phi + reg * prior
+        return torch.linalg.solve(gram, rhs.T).T
+    out = torch.empty_like(prior)
+    eye = torch.eye(p, dtype=phi.dtype)
+    for lo in range(0, e, _EXPERT_CHUNK):
+        hi = min(lo + _EXPERT_CHUNK, e)
+        f = phi[lo:hi] if phi.dim() == 3 else phi.expand(hi - lo, *phi.shape)
+        ww = w[:, lo:hi].T if w.shape[1] > 1 else w[:, 0].expand(hi - lo, -1)
+        gram = torch.einsum("etp,et,etq->epq", f, ww, f)
+        gram = gram + eye * reg[lo:hi, :, None]
+        rhs = torch.einsum("etp,et->ep", f, ww * y[:, lo:hi].T) + reg[lo:hi] * prior[lo:hi]
+        out[lo:hi] = torch.linalg.solve(gram, rhs)
+    return out
+
+
+def _centre(z: Tensor) -> Tensor:
+    return z - z.mean(dim=-1, keepdim=True)
+
+
+def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | None,
+           spec: RouterSpec, options: RefitOptions
+           ) -> tuple[Tensor, Tensor | None, Tensor | None, float, float]:
+    """The fit in float64 on valid tokens: (W, b, correction bias, error before,
+    error after)."""
+    target = resolved_target(spec, options.target)
+    t = x.shape[0]
+    ms = float((x * x).mean()) or 1.0
+    ones = torch.ones(t, 1, dtype=torch.float64)
+    xa = torch.cat([x, ones], 1) if b0 is not None else x
+    theta0 = torch.cat([w0, b0[:, None]], 1) if b0 is not None else w0
+    base = (boundary_weights(ref, spec) if options.weights == "boundary"
+            else torch.ones(t, 1, dtype=torch.float64))
+    mass = base.sum(0) if base.shape[1] > 1 else base.sum(0).expand(spec.num_experts)
+    col = torch.full((xa.shape[1],), ms, dtype=torch.float64)
+    if b0 is not None:
+        col[-1] = 1.0
+    if target != "sigmoid":
+        reg = options.ridge * mass[:, None] * col[None, :]
+        z0 = xa @ theta0.T
+        r = ref - z0
+        if target == "centred":
+            r = _centre(r)
+        delta = _solve(xa, r, base, reg.clamp_min(1e-300), torch.zeros_like(theta0))
+        theta = theta0 + delta
+        res_after = ref - xa @ theta.T
+        if target == "centred":
+            res_after = _centre(res_after)
+        err = lambda res: float((base * res * res).sum() / (base.sum() * (  # noqa: E731
+            1 if base.shape[1] > 1 else spec.num_experts)))
+        w, b = (theta[:, :-1], theta[:, -1]) if b0 is not None else (theta, None)
+        return w, b, c0, err(r), err(res_after)
+    # sigmoid: Gauss-Newton in score space, sigma(z') ~ sigma(z) + sigma'(z) dz
+    s_ref = ref.sigmoid()
+    theta, corr = theta0.clone(), (c0.clone() if c0 is not None else None)
+    fit_c = options.correction_bias and c0 is not None
+
+    def err(th: Tensor, c: Tensor | None) -> float:
+        res = s_ref - (xa @ th.T).sigmoid()
+        if c is not None and c0 is not None:
+            res = res - (c - c0)
+        num = (base * res * res).sum()
+        return float(num / (base.sum() * (1 if base.shape[1] > 1 else spec.num_experts)))
+
+    before = err(theta, corr)
+    for _ in range(options.iters):
+        z = xa @ theta.T
+        sz = z.sigmoid()
+        d = sz * (1 - sz)  # [T, E]
+        y = s_ref - sz - ((corr - c0) if fit_c else 0.0)
+        phi = d.T[:, :, None] * xa[None]  # [E, T, P]
+        prior = theta0 - theta
+        scale = (d * d).mean(0)[:, None] * col[None, :]
+        if fit_c:
+            phi = torch.cat([phi, torch.ones(*phi.shape[:2], 1, dtype=phi.dtype)], 2)
+            prior = torch.cat([prior, (c0 - corr)[:, None]], 1)
+            scale = torch.cat([scale, torch.ones(scale.shape[0], 1, dtype=scale.dtype)], 1)
+        ww = base if base.shape[1] > 1 else base.expand(t, spec.num_experts)
+        reg = (options.ridge * mass[:, None] * scale).clamp_min(1e-300)
+        step = _solve(phi, y, ww, reg, prior)
+        theta = theta + step[:, : theta.shape[1]]
+        if fit_c:
+            corr = corr + step[:, -1]
+    w, b = (theta[:, :-1], theta[:, -1]) if b0 is not None else (theta, None)
+    return w, b, corr, before, err(theta, corr)
+
+
+def _like(new: Tensor | None, old: Tensor | None, dtype: torch.dtype | None = None
+          ) -> Tensor | None:
+    if new is None or old is None:
+        return old
+    return new.to(device=old.device, dtype=dtype or old.dtype).reshape(old.shape)
+
+
+def fit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Tensor,
+               ref_logits: Tensor, mask: Tensor | None = None,
+               options: RefitOptions = RefitOptions(method="ridge"),
+               ) -> tuple[RouterFit, float, float]:
+    """The ridge fit of one router on all valid tokens, no safeguard:
+    (tensors in the router's dtypes and shapes, fit error before, after).
+
+    ``weight`` [E, H]; ``bias`` [E] or None; ``x_q`` [..., H] router inputs in the
+    quantized model; ``ref_logits`` [..., E] the reference's logits on the same
+    tokens; ``mask`` one bool per token (False: padding, ignored). The selection
+    bias is ``spec.bias`` (fitted only with ``options.correction_bias``)."""
+    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
+    _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
+    c0 = spec.bias.detach().double().cpu() if spec.bias is not None else None
+    if x.shape[0] == 0:
+        return RouterFit(weight, bias, spec.bias), float("nan"), float("nan")
+    w, b, c, before, after = _fit64(
+        x, ref, weight.detach().double().cpu(),
+        bias.detach().double().cpu() if bias is not None else None, c0, spec, options)
+    fit = RouterFit(_like(w, weight), _like(b, bias), _like(c, spec.bias))
+    return fit, before, after
+
+
+def _valid(x_q: Tensor, ref: Tensor, mask: Tensor | None, h: int, e: int
+           ) -> tuple[Tensor, Tensor]:
+    x = x_q.reshape(-1, x_q.shape[-1])
+    z = ref.reshape(-1, ref.shape[-1])
+    if x.shape[-1] != h or z.shape[-1] != e or x.shape[0] != z.shape[0]:
+        raise ValueError(f"router re-fit: inputs {tuple(x_q.shape)} and reference "
+                         f"logits {tuple(ref.shape)} do not match a router [{e}, {h}]")
+    if mask is not None:
+        keep = mask.reshape(-1).to(torch.bool).cpu()
+        if keep.numel() != x.shape[0]:
+            raise ValueError(f"mask has {keep.numel()} entries for {x.shape[0]} tokens")
+        x, z = x.cpu()[keep], z.cpu()[keep]
+    return x.detach().double().cpu(), z.detach().double().cpu()
+
+
+def _logits(x: Tensor, fit: RouterFit) -> Tensor:
+    """Router logits in float32 from the tensors as they will be stored."""
+    out = x.float() @ fit.weight.detach().float().cpu().T
+    return out + fit.bias.detach().float().cpu() if fit.bias is not None else out
+
+
+def refit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Tensor,
+                 ref_logits: Tensor, mask: Tensor | None = None,
+                 options: RefitOptions = RefitOptions(method="ridge"),
+                 dtype: torch.dtype | None = None) -> RefitResult:
+    """Re-fit one router with the held-aside safeguard (arguments as
+    :func:`fit_router`; ``dtype``: the dtype the tensors will be stored in, default
+    the router's own; the check routes with the fit rounded to it).
+
+    A seeded ``options.holdout`` share of the valid tokens is held aside; the fit
+    uses the rest and is kept only if it raises the mean Jaccard with the
+    reference's top-k sets on the held-aside tokens (a tie keeps the original)."""
+    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
+    _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
+    original = RouterFit(weight, bias, spec.bias)
+    n = x.shape[0]
+    held = int(round(options.holdout * n)) if n >= 2 else 0
+    if options.holdout > 0 and n >= 2:
+        held = min(max(held, 1), n - 1)
+    if options.method == "none" or n == 0 or (options.holdout > 0 and held == 0):
+        nan = float("nan")
+        return RefitResult(original, False, nan, nan, nan, nan, n - held, held)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed))
+    hi, fi = perm[:held], perm[held:]
+    fit, before, after = fit_router(weight, bias, spec, x[fi], ref[fi], None, options)
+    stored = RouterFit(_like(fit.weight, weight, dtype), _like(fit.bias, bias, dtype),
+                       fit.correction_bias)
+    if held == 0:
+        return RefitResult(stored, True, before, after, float("nan"), float("nan"),
+                           n, 0)
+    new_spec = (dataclasses.replace(spec, bias=fit.correction_bias)
+                if fit.correction_bias is not None else spec)
+    old = RouterFit(_like(weight, weight, dtype), _like(bias, bias, dtype))
+    z_ref = ref[hi].float()
+    a0 = jaccard(_logits(x[hi], old), z_ref, spec)
+    a1 = jaccard(_logits(x[hi], stored), z_ref, new_spec, spec)
+    keep = a1 > a0
+    return RefitResult(stored if keep else original, keep, before, after, a0, a1,
+                       n - held, held)
