@@ -28,6 +28,7 @@ __all__ = [
     "DiskSpaceError",
     "InputError",
     "ModelDirError",
+    "OutputPlaceError",
     "SettingError",
     "TextFileError",
     "check_api_inputs",
@@ -35,6 +36,7 @@ __all__ = [
     "check_dataset_token_ids",
     "check_device",
     "check_model_dir",
+    "check_output_place",
     "check_text_file",
     "looks_local",
 ]
@@ -58,6 +60,10 @@ class CalibrationFileError(CalibrationDataError, InputError):
 
 class SettingError(InputError):
     """A number setting (seqlen, nsamples, an environment variable) out of range."""
+
+
+class OutputPlaceError(InputError, OutputDirError):
+    """An output path where nothing can be written (a file, read-only, no access)."""
 
 
 class DeviceError(InputError):
@@ -142,18 +148,22 @@ def check_model_dir(
     *,
     tokenizer: bool = False,
     weights: bool = True,
+    hub: bool = True,
 ) -> Path | None:
     """The absolute checkpoint directory ``path`` after checking what a host would
     trip over: it exists and is a folder, ``config.json`` is a JSON object with a
     ``model_type``, weights are there and their safetensors headers match the files,
-    and (``tokenizer``) tokenizer files are there. None for a hub id (not local)."""
-    if not looks_local(path):
+    and (``tokenizer``) tokenizer files are there. None for a hub id (``hub`` and
+    not :func:`looks_local`); with ``hub=False`` every path is a local one."""
+    if hub and not looks_local(path):
         return None
     folder = Path(path).expanduser().absolute()
     if not folder.exists():
         raise ModelDirError(
-            f"{what} {folder}: no such directory (a local path, so no hub lookup); "
-            "pass a checkpoint directory or a hub id such as org/name"
+            f"{what} {folder} is not a directory (no such path"
+            + ("; a local path, so no hub lookup" if hub else "")
+            + "); pass a checkpoint directory"
+            + (" or a hub id such as org/name" if hub else "")
         )
     if not folder.is_dir():
         raise ModelDirError(
@@ -202,8 +212,8 @@ def check_model_dir(
 
 def decode_text(path: Path, what: str, error: type[InputError]) -> str:
     if not path.is_file():
-        kind = "a directory" if path.is_dir() else "not there"
-        raise error(f"{what} {path}: {kind}; pass a file")
+        kind = "a directory" if path.is_dir() else "no such file"
+        raise error(f"{what} {path} is not a file ({kind}); pass a text file")
     raw = path.read_bytes()
     nul = raw.find(b"\0")
     if nul >= 0:
@@ -252,6 +262,34 @@ def check_device(name: str) -> str:
             "use --device cpu, or install the torch build for the accelerator"
         )
     return name
+
+
+def check_output_place(path: str | os.PathLike, what: str = "--out") -> Path:
+    """The absolute ``path`` after checking that a directory can be created or
+    written there (not a file; the nearest existing ancestor takes a new file).
+    Nothing is created: a failed run leaves no empty folder behind."""
+    import tempfile
+
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise OutputPlaceError(f"{what} {target} is a file; pass a directory")
+    place = target
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise OutputPlaceError(
+            f"{what} {target}: {place} is a file, so no directory can be made there"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vsraq-write-test-", dir=place)
+    except OSError as e:
+        raise OutputPlaceError(
+            f"{what} {target}: {place} is not writable ({e.strerror or e}); choose "
+            "a directory you can write to"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return target
 
 
 def _dataset_files(spec: str) -> Iterable[str]:

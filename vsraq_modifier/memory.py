@@ -221,7 +221,9 @@ def memory_limit_bytes(
     except ValueError:
         gb = float("nan")
     if not gb >= 0 or gb == float("inf"):
-        raise ValueError(
+        from vsraq_modifier.inputs import SettingError  # a ValueError, one line
+
+        raise SettingError(
             f"{ENV_LIMIT}={raw!r}: expected a number of GB (e.g. 40), or 0 / off "
             "to switch the memory check off"
         )

@@ -40,7 +40,7 @@ def test_report_seq_len_below_2_is_a_usage_error(tmp_path, inputs, capsys):
 def test_report_missing_text(tmp_path, inputs, capsys):
     ref, _ = inputs
     assert _report(tmp_path, ref, tmp_path / "nowhere.txt") == 1
-    assert "error: text:" in capsys.readouterr().err
+    assert "error: --text" in capsys.readouterr().err
 
 
 def test_report_text_too_short(tmp_path, inputs, capsys):
@@ -68,7 +68,7 @@ def test_report_checkpoint_of_another_model(tmp_path, inputs, capsys):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--model", "{tmp}/nowhere"], "no config.json"),
+        (["--model", "{tmp}/nowhere"], "is not a directory"),
         (["--model", "{ref}", "--text", "{tmp}/nowhere.txt"], "is not a file"),
         (["--model", "{ref}", "--out", "{text}"], "is a file"),
     ],

@@ -180,19 +180,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from vsraq_modifier.metrics.loading import IncompleteCheckpointError
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """What the demo reports as one line: bad inputs, and the plugin's and the
+    loaders' named refusals (anything else is a bug: a traceback)."""
+    from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
+    from vsraq_modifier.inputs import InputError
+    from vsraq_modifier.memory import MemoryLimitError
+    from vsraq_modifier.metrics.loading import (
+        CheckpointFormatError,
+        IncompleteCheckpointError,
+    )
+    from vsraq_modifier.routers import UnsupportedModelError
 
+    return (
+        DemoInputError,
+        InputError,
+        OSError,  # unreadable files, a file system that filled up meanwhile
+        CalibrationDataError,
+        NonFiniteTuningError,
+        MemoryLimitError,
+        IncompleteCheckpointError,
+        CheckpointFormatError,
+        UnsupportedModelError,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (DemoInputError, FileNotFoundError, IncompleteCheckpointError) as e:
+    except _known_errors() as e:
         print(f"vsraq demo: error: {e}", file=sys.stderr)
         return 1
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DemoInputError(f"--out {out} is a file; pass a directory")
+    from vsraq_modifier.inputs import check_output_place
+
+    check_output_place(out, "--out")  # not a file, writable: nothing created yet
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DemoInputError(
             f"--out {out} is not empty; pass --overwrite to replace the demo's "
@@ -218,22 +242,59 @@ def _absolute(path: str | Path) -> Path:
 
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     from vsraq_modifier import data
+    from vsraq_modifier.inputs import check_model_dir, check_text_file
 
     # absolute before anything changes the working directory (the quantizations
     # run inside DIR/.work)
-    model = _absolute(args.model) if args.model else data.shipped_model_dir()
-    calib = (
+    model = check_model_dir(
+        _absolute(args.model) if args.model else data.shipped_model_dir(),
+        "--model",
+        tokenizer=True,
+        hub=False,
+    )
+    assert model is not None  # hub=False: always a local directory
+    calib = check_text_file(
         _absolute(args.calibration_text)
         if args.calibration_text
-        else data.calibration_text_path()
+        else data.calibration_text_path(),
+        "--calibration-text",
     )
-    text = _absolute(args.text) if args.text else data.heldout_text_path()
-    if not (model / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model}: no config.json")
-    for what, path in (("--calibration-text", calib), ("--text", text)):
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} {path} is not a file")
+    text = check_text_file(
+        _absolute(args.text) if args.text else data.heldout_text_path(), "--text"
+    )
     return model, calib, text
+
+
+def _check_space(args: argparse.Namespace, model: Path, out: Path) -> None:
+    """Both checkpoints must fit in DIR's file system (checked before tuning)."""
+    from vsraq_modifier.cli.runs import SCHEMES
+    from vsraq_modifier.disk import (
+        check_free_space,
+        estimate_checkpoint_bytes,
+        scheme_bits,
+    )
+
+    bits, group = scheme_bits(SCHEMES[args.scheme].autoround)
+    check_free_space(out, len(LABELS) * estimate_checkpoint_bytes(model, bits, group))
+
+
+def _samples(args: argparse.Namespace, model: Path, calib: Path) -> list:
+    """The calibration windows (tokenized before DIR is touched)."""
+    from vsraq_modifier.calibration import (
+        calibration_samples,
+        split_tokens,
+        text_token_ids,
+    )
+
+    ids = split_tokens(text_token_ids(calib, model), "calibration")
+    try:
+        return calibration_samples(
+            ids, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed
+        )
+    except ValueError as e:
+        raise DemoInputError(
+            f"--calibration-text {calib} (its calibration part): {e}"
+        ) from None
 
 
 def _stage(message: str) -> None:
@@ -263,15 +324,31 @@ def _run(args: argparse.Namespace) -> int:
     out = _absolute(args.out)
     _check_out(out, args.overwrite)
     model_dir, calib, text = _inputs(args)
+    _check_space(args, model_dir, out)
+    samples = _samples(args, model_dir, calib)
+    created = not out.exists()
     _prepare_out(out)
+    try:
+        return _demo(args, started, out, model_dir, calib, text, samples)
+    except BaseException:
+        # a failed run leaves neither the work files nor a folder it created
+        shutil.rmtree(out / ".work", ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
+
+def _demo(
+    args: argparse.Namespace,
+    started: float,
+    out: Path,
+    model_dir: Path,
+    calib: Path,
+    text: Path,
+    samples: list,
+) -> int:
     import torch
 
-    from vsraq_modifier.calibration import (
-        calibration_samples,
-        split_tokens,
-        text_token_ids,
-    )
     from vsraq_modifier.cli.runs import quantize_checkpoint
 
     torch.set_num_threads(args.threads)
@@ -281,10 +358,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {key:17} {value}")
     sys.stdout.flush()
 
-    ids = split_tokens(text_token_ids(calib, model_dir), "calibration")
-    samples = calibration_samples(
-        ids, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed
-    )
     work = out / ".work"
     work.mkdir()
     # AutoRound calls gc.collect() after every block; with the interpreter's
@@ -347,7 +420,7 @@ def _report(args: argparse.Namespace, model_dir: Path, text: Path, out: Path):
     from vsraq_modifier.metrics.loading import load_model, load_token_ids
     from vsraq_modifier.metrics.plot import plot_report
 
-    token_ids = load_token_ids(text, model_dir, args.eval_tokens)
+    token_ids = load_token_ids(text, model_dir, args.eval_tokens, what="--text")
     reference = load_model(model_dir).model
 
     def loader(path: Path):

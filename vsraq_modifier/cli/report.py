@@ -151,24 +151,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """Every path checked (and made absolute) before anything is loaded or
+    created: a bad input costs no model load and leaves no --out behind."""
     from vsraq_modifier import data
+    from vsraq_modifier.inputs import (
+        check_device,
+        check_model_dir,
+        check_output_place,
+        check_text_file,
+    )
 
-    reference = Path(args.reference) if args.reference else data.shipped_model_dir()
-    text = Path(args.text) if args.text else data.heldout_text_path()
-    tokenizer = Path(args.tokenizer) if args.tokenizer else reference
-    for what, path in [
-        ("reference", reference),
-        ("tokenizer", tokenizer),
-        *((f"quantized {label!r}", Path(p)) for label, p in args.quantized),
-    ]:
-        if not path.is_dir():
-            raise FileNotFoundError(f"{what}: {path} is not a directory")
-    if not text.is_file():
-        raise FileNotFoundError(f"text: {text} is not a file")
     labels = [label for label, _ in args.quantized]
     if len(set(labels)) != len(labels):
         raise ReportInputError(f"--quantized labels must differ: {labels}")
+
+    def local(path: str | Path, what: str) -> Path:
+        folder = check_model_dir(path, what, hub=False)
+        assert folder is not None  # hub=False: always a local directory
+        return folder
+
+    reference = local(args.reference or data.shipped_model_dir(), "--reference")
+    quantized = [
+        (label, local(path, f"--quantized {label}=")) for label, path in args.quantized
+    ]
+    tokenizer = (
+        Path(args.tokenizer).expanduser().absolute() if args.tokenizer else reference
+    )
+    if not tokenizer.is_dir():
+        raise ReportInputError(f"--tokenizer {tokenizer} is not a directory")
+    text = check_text_file(args.text or data.heldout_text_path(), "--text")
+    if args.device is not None:
+        check_device(args.device)
+    args.out = str(check_output_place(args.out, "--out"))
+    args.quantized = [(label, str(path)) for label, path in quantized]
+    _check_same_vocabulary(reference, quantized)
     return reference, text, tokenizer
+
+
+def _vocab_size(folder: Path) -> int | None:
+    import json
+
+    doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    size = doc.get("vocab_size") or (doc.get("text_config") or {}).get("vocab_size")
+    return size if isinstance(size, int) else None
+
+
+def _check_same_vocabulary(reference: Path, quantized: list) -> None:
+    """Checkpoints of another vocabulary cannot be compared token by token (their
+    logits have another width); refuse them like checkpoints of another model."""
+    want = _vocab_size(reference)
+    for label, path in quantized:
+        got = _vocab_size(path)
+        if want and got and got != want:
+            raise ReportInputError(
+                f"{label}: vocabulary of {got} tokens differs from the reference's "
+                f"({want}, {reference}); compare checkpoints of the same model"
+            )
+
+
+def _check_token_ids(token_ids: object, model: object, tokenizer: Path) -> None:
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    top = int(token_ids.max()) if token_ids.numel() else -1  # type: ignore[attr-defined]
+    if isinstance(size, int) and top >= size:
+        raise ReportInputError(
+            f"the tokenizer in {tokenizer} gives token id {top}, beyond the "
+            f"reference's vocabulary of {size}; pass the model's own --tokenizer"
+        )
 
 
 def _check_seq_len(model: object, seq_len: int) -> None:
@@ -193,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         from vsraq_modifier.routers import UnsupportedModelError
 
         known = (
+            OSError,  # unreadable files, --out on a full or read-only file system
             IncompleteCheckpointError,
             UnsupportedModelError,
             FileNotFoundError,
@@ -217,10 +266,10 @@ def _run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    token_ids = load_token_ids(text, tokenizer, args.max_tokens or None)
+    token_ids = load_token_ids(text, tokenizer, args.max_tokens or None, what="--text")
     reference = load_model(reference_dir, dtype=args.dtype, device=device)
     _check_seq_len(reference.model, args.seq_len)
+    _check_token_ids(token_ids, reference.model, tokenizer)
 
     def loader(path: str):  # one quantized model in memory at a time
         return lambda: load_model(path, dtype=args.dtype, device=device).model
@@ -234,8 +283,17 @@ def _run(args: argparse.Namespace) -> int:
         oracle=args.oracle,
         progress=not args.no_progress,
     )
-    json_path = report.write_json(out / "routing.json")
-    png_path = plot_report(report, out / "routing.png")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
+    try:
+        json_path = report.write_json(out / "routing.json")
+        png_path = plot_report(report, out / "routing.png")
+    except OSError as e:  # e.g. the disk filled up meanwhile
+        for name in ("routing.json", "routing.png"):
+            (out / name).unlink(missing_ok=True)
+        if created:
+            out.rmdir()
+        raise OSError(f"--out {out}: writing the report failed ({e})") from None
     print(format_table(report))
     print(f"\nwrote {json_path} and {png_path}")
     return 0

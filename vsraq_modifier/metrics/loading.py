@@ -34,6 +34,7 @@ from torch import nn
 from vsraq_modifier.metrics.evaluate import model_dtype
 
 __all__ = [
+    "CheckpointFormatError",
     "IncompleteCheckpointError",
     "LoadedModel",
     "check_loading_info",
@@ -170,6 +171,32 @@ def check_loading_info(info: dict[str, Any], path: str | Path) -> None:
     raise IncompleteCheckpointError("\n".join(lines))
 
 
+class CheckpointFormatError(ValueError):
+    """A checkpoint in a format that has no kernel to run it here."""
+
+
+@contextlib.contextmanager
+def _no_kernel_is_an_export_error(path: str, method: str | None) -> Iterator[None]:
+    """auto-round's loader raises ``No compatible backend found for layer ...``
+    when none of its kernels runs the checkpoint's layers on this device (e.g.
+    groups that do not tile a CPU kernel's width); say which export loads."""
+    try:
+        yield
+    except ValueError as e:
+        if not _needs_auto_round(method) or "No compatible backend" not in str(e):
+            raise
+        layer = (
+            str(e)
+            .split(" with config")[0]
+            .removeprefix("No compatible backend found for layer ")
+        )
+        raise CheckpointFormatError(
+            f"{path}: auto-round has no kernel on this device for this auto_round "
+            f"checkpoint (layer {layer}); export it with --format llm_compressor "
+            "(compressed-tensors, which transformers runs on a CPU) or --format fake"
+        ) from None
+
+
 def load_model(
     path: str | Path, *, dtype: str = "auto", device: str = "cpu"
 ) -> LoadedModel:
@@ -191,7 +218,7 @@ def load_model(
                 "auto-round: pip install 'auto-round==0.15.1'"
             ) from e
     want = resolve_dtype(dtype, device)
-    with _keep_conversion_mappings():
+    with _keep_conversion_mappings(), _no_kernel_is_an_export_error(path, method):
         model, info = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=want,
@@ -220,13 +247,21 @@ _TOKENIZER_FILES = (
 
 
 def load_token_ids(
-    text_path: str | Path, tokenizer_path: str | Path, max_tokens: int | None = None
+    text_path: str | Path,
+    tokenizer_path: str | Path,
+    max_tokens: int | None = None,
+    *,
+    what: str = "text",
 ) -> torch.Tensor:
     """Token ids [N] of a UTF-8 text file (no special tokens added), at most
-    ``max_tokens``."""
+    ``max_tokens``. ``what`` names the file in errors (e.g. ``--text``): an empty,
+    binary or non-UTF-8 file raises :class:`~vsraq_modifier.inputs.TextFileError`
+    with the byte where it broke."""
     from transformers import AutoTokenizer
 
-    text = Path(text_path).read_text(encoding="utf-8")
+    from vsraq_modifier.inputs import TextFileError, decode_text
+
+    text = decode_text(Path(text_path).expanduser().absolute(), what, TextFileError)
     missing = FileNotFoundError(
         f"no tokenizer in {tokenizer_path}; save one next to the reference "
         "(tokenizer.save_pretrained) or pass --tokenizer"
