@@ -1,0 +1,201 @@
+"""How much each unit alone hurts the model at each candidate scheme.
+
+For unit ``u`` and scheme ``s``, the unit's weights are rounded to nearest with the
+scheme's own quantizer (AutoRound's ``rtn_int_sym`` / ``rtn_int_asym`` through
+``auto_round.data_type.get_quant_func``, what ``iters=0`` runs), every other weight
+left in full precision, and the model runs on each domain's calibration chunks:
+
+- ``kl``: KL(reference || quantized) of the next-token distributions, mean over the
+  predicting positions of the domain;
+- ``disagreement``: 1 - Jaccard of the top-k expert sets, mean over the tokens and
+  over the routers downstream of the unit (the router shift it causes; a layer's
+  attention is upstream of its own router, its experts are not).
+
+Cost: one reference pass plus one pass per (unit, scheme), each over every domain's
+chunks: ``(1 + units x schemes) x chunks`` forward passes, linear in units x schemes.
+Expert usage per domain (share of each domain's top-k slots an expert receives) is
+read from the reference pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vsraq_modifier.allocate.schemes import Scheme
+from vsraq_modifier.allocate.units import Unit
+from vsraq_modifier.metrics.hooks import RoutingCapture
+from vsraq_modifier.routers.registry import find_routers
+
+__all__ = ["Measurement", "combine", "measure", "quantized", "rtn"]
+
+
+def rtn(weight: torch.Tensor, scheme: Scheme) -> torch.Tensor:
+    """Round-to-nearest of an [out, in] weight with AutoRound's RTN quantizer
+    (groups of ``scheme.group_size`` inputs per output row)."""
+    from auto_round.data_type import get_quant_func
+
+    fn, _ = get_quant_func(
+        scheme.data_type, scheme.bits, scheme.sym, disable_opt_rtn=True, iters=0
+    )
+    q, _scale, _zp = fn(
+        weight.float(), bits=scheme.bits, group_size=scheme.group_size
+    )
+    return q.to(weight.dtype)
+
+
+def _view(model: nn.Module, part) -> torch.Tensor:
+    p = model.get_parameter(part.param)
+    w = p[part.expert] if part.expert is not None else p
+    return w.T if part.transposed else w
+
+
+@contextlib.contextmanager
+def quantized(model: nn.Module, unit: Unit, scheme: Scheme) -> Iterator[None]:
+    """``unit``'s weights round-to-nearest at ``scheme`` inside the block, restored
+    exactly on exit."""
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for part in unit.parts:
+                w = _view(model, part)
+                saved.append((w, w.clone()))
+                w.copy_(rtn(w, scheme))
+        yield
+    finally:
+        with torch.no_grad():
+            for w, original in reversed(saved):
+                w.copy_(original)
+
+
+@dataclass
+class Measurement:
+    """Per domain d, unit u, scheme s: ``kl[d, u, s]``, ``disagreement[d, u, s]``;
+    ``usage[d]``: [MoE layers, experts] share of top-k slots (``router_layers``)."""
+
+    domains: list[str]
+    units: list[str]
+    schemes: list[str]
+    kl: torch.Tensor
+    disagreement: torch.Tensor
+    usage: dict[str, torch.Tensor]
+    router_layers: list[int]
+    tokens: dict[str, int]
+    forward_passes: int
+    seconds: float
+
+
+def _jaccard(ref: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-token Jaccard [T] of two top-k index sets [T, k]."""
+    k = ref.shape[-1]
+    inter = (ref[:, :, None] == q[:, None, :]).any(-1).sum(-1).double()
+    return inter / (2 * k - inter)
+
+
+def _downstream(unit: Unit, layers: list[int]) -> list[int]:
+    after_block = unit.kind in ("experts", "expert", "shared")
+    return [layer for layer in layers if layer > unit.layer or (
+        layer == unit.layer and not after_block)]
+
+
+@torch.no_grad()
+def _run(
+    model: nn.Module, capture: RoutingCapture, ids: torch.Tensor
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    capture.reset()
+    device = next(model.parameters()).device
+    out = model(input_ids=ids.to(device).unsqueeze(0), use_cache=False)
+    capture.check_called_once()
+    lp = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
+    return lp, {layer: r.indices for layer, r in capture.routings.items()}
+
+
+def measure(
+    model: nn.Module,
+    units: Sequence[Unit],
+    schemes: Sequence[Scheme],
+    chunks: dict[str, list[torch.Tensor]],
+    *,
+    progress: bool = True,
+) -> Measurement:
+    """Measure every (unit, scheme) on every domain's chunks (module docstring)."""
+    start = time.perf_counter()
+    sites = find_routers(model)
+    layers = [s.layer for s in sites]
+    num_experts = sites[0].spec.num_experts
+    names = list(chunks)
+    ref: dict[str, list[tuple[torch.Tensor, dict[int, torch.Tensor]]]] = {}
+    usage: dict[str, torch.Tensor] = {}
+    passes = 0
+    with RoutingCapture(sites) as capture:
+        for d in names:
+            ref[d] = [_run(model, capture, ids) for ids in chunks[d]]
+            passes += len(chunks[d])
+            counts = torch.zeros(len(layers), num_experts, dtype=torch.float64)
+            for _, routing in ref[d]:
+                for j, layer in enumerate(layers):
+                    idx = routing[layer].reshape(-1).cpu()
+                    counts[j] += torch.bincount(idx, minlength=num_experts).double()
+            usage[d] = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+        shape = (len(names), len(units), len(schemes))
+        kl = torch.zeros(shape, dtype=torch.float64)
+        dis = torch.zeros(shape, dtype=torch.float64)
+        total = len(units) * len(schemes)
+        bar = tqdm(total=total, desc="sensitivity", unit="run", disable=not progress)
+        for ui, unit in enumerate(units):
+            down = _downstream(unit, layers)
+            for si, scheme in enumerate(schemes):
+                bar.set_postfix_str(f"{unit.name} {scheme.label}", refresh=False)
+                with quantized(model, unit, scheme):
+                    for di, d in enumerate(names):
+                        kl_sum, n_pred, dis_sum, n_tok = 0.0, 0, 0.0, 0
+                        for ids, (ref_lp, ref_idx) in zip(chunks[d], ref[d]):
+                            q_lp, q_idx = _run(model, capture, ids)
+                            kl_sum += float(
+                                (ref_lp.exp() * (ref_lp - q_lp)).sum().item()
+                            )
+                            n_pred += ref_lp.shape[0]
+                            for layer in down:
+                                j = _jaccard(ref_idx[layer], q_idx[layer])
+                                dis_sum += float((1 - j).sum().item())
+                            n_tok += ids.numel()
+                        passes += len(chunks[d])
+                        kl[di, ui, si] = kl_sum / max(n_pred, 1)
+                        if down:
+                            dis[di, ui, si] = dis_sum / (n_tok * len(down))
+                bar.update(1)
+        bar.close()
+    return Measurement(
+        domains=names,
+        units=[u.name for u in units],
+        schemes=[s.label for s in schemes],
+        kl=kl,
+        disagreement=dis,
+        usage=usage,
+        router_layers=layers,
+        tokens={d: sum(c.numel() for c in chunks[d]) for d in names},
+        forward_passes=passes,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def combine(
+    m: Measurement, weights: dict[str, float], routing_weight: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Sensitivity [U, S] = sum_d w_d (KL_d + a * disagreement_d), and the
+    per-domain tables [D, U, S]. ``routing_weight`` None: ``a`` makes both terms'
+    weighted totals equal (each counts for half), 0 when no router moved."""
+    w = torch.tensor([weights[d] for d in m.domains], dtype=torch.float64)
+    kl = (w[:, None, None] * m.kl).sum(0)
+    dis = (w[:, None, None] * m.disagreement).sum(0)
+    if routing_weight is None:
+        total = float(dis.sum())
+        routing_weight = float(kl.sum()) / total if total > 0 else 0.0
+    per_domain = m.kl + routing_weight * m.disagreement
+    return kl + routing_weight * dis, per_domain, routing_weight
