@@ -15,9 +15,10 @@ names, so the checkpoint's format and inference cost are unchanged.
 
 Targets (``RefitOptions.target``): ``logits`` (the reference logits), ``centred``
 (both sides centred over experts: softmax and top-k-of-logits routers cannot see a
-shared shift, so none is spent on it), ``sigmoid`` (sigmoid routers: a Gauss-Newton
-fit in score space, where the ranking happens; ``iters`` steps, each linearised at
-the current logits). Weights: ``uniform``, or ``boundary`` (only the reference's
+shared shift, so none is spent on it), ``sigmoid`` (sigmoid routers: a fit in
+score space, where the ranking happens: first the ridge on logits weighted by
+sigmoid'(z*)^2, the linearisation at the reference, then ``iters - 1`` Gauss-Newton
+steps on the score-space error with backtracking). Weights: ``uniform``, or ``boundary`` (only the reference's
 k-th and (k+1)-th experts of each token, and for group-limited routers the two best
 experts of the last kept and the first dropped group). ``correction_bias``: also
 fit a selection-only bias (DeepSeek-V3 ``e_score_correction_bias``) in score space.
@@ -258,12 +259,16 @@ def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | N
         num = (base * res * res).sum()
         return float(num / (base.sum() * (1 if base.shape[1] > 1 else spec.num_experts)))
 
-    before = err(theta, corr)
-    for _ in range(options.iters):
+    before = current = err(theta, corr)
+    for it in range(options.iters):
         z = xa @ theta.T
-        sz = z.sigmoid()
-        d = sz * (1 - sz)  # [T, E]
-        y = s_ref - sz - ((corr - c0) if fit_c else 0.0)
+        if it == 0:  # linearised at the reference: s' - s* ~ sigma'(z*) (z' - z*)
+            d = s_ref * (1 - s_ref)
+            y = d * (ref - z)
+        else:  # Gauss-Newton at the current fit, sigma(z') ~ sigma(z) + sigma'(z) dz
+            sz = z.sigmoid()
+            d = sz * (1 - sz)
+            y = s_ref - sz - ((corr - c0) if fit_c else 0.0)
         phi = d.T[:, :, None] * xa[None]  # [E, T, P]
         prior = theta0 - theta
         scale = (d * d).mean(0)[:, None] * col[None, :]
@@ -274,11 +279,18 @@ def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | N
         ww = base if base.shape[1] > 1 else base.expand(t, spec.num_experts)
         reg = (options.ridge * mass[:, None] * scale).clamp_min(1e-300)
         step = _solve(phi, y, ww, reg, prior)
-        theta = theta + step[:, : theta.shape[1]]
-        if fit_c:
-            corr = corr + step[:, -1]
+        # backtracking: a Gauss-Newton step on saturated logits can overshoot
+        for alpha in (1.0, 0.5, 0.25, 0.125, 0.0625) if it else (1.0,):
+            th = theta + alpha * step[:, : theta.shape[1]]
+            c = corr + alpha * step[:, -1] if fit_c else corr
+            e = err(th, c)
+            if it == 0 or e < current:
+                theta, corr, current = th, c, e
+                break
+        else:
+            break
     w, b = (theta[:, :-1], theta[:, -1]) if b0 is not None else (theta, None)
-    return w, b, corr, before, err(theta, corr)
+    return w, b, corr, before, current
 
 
 def _like(new: Tensor | None, old: Tensor | None, dtype: torch.dtype | None = None

@@ -1,0 +1,226 @@
+"""Router re-fit variants on the shipped MoE, measured on the validation split.
+
+Quantizes the shipped model with the project's runner (``quantize_checkpoint``:
+AutoRound SignRound; small settings, see --help), then, per checkpoint and per fit
+variant (target, weights, ridge, safeguard), re-fits the routers in model order
+exactly as ``vsraq refit`` does (``refit_routers``, on the quantization's own
+calibration windows) and measures routing agreement, KL and perplexity against the
+full-precision model on the validation split of the calibration text (never the
+held-out text). One JSON file per (variant, checkpoint) under
+``benchmarks/runs/refit-<id>/``; existing files are skipped (resumable).
+
+    nice -n 10 python benchmarks/refit_sweep.py
+    python benchmarks/refit_sweep.py --table      # the docs/refit.md table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import torch  # noqa: E402
+
+from vsraq_modifier.refit import RefitOptions  # noqa: E402
+
+#: variant name -> RefitOptions fields (method ridge unless "none")
+VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
+for _r in (1e-4, 1e-3, 1e-2, 1e-1):
+    VARIANTS[f"centred-uniform-{_r:g}"] = {"target": "centred", "ridge": _r}
+    VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
+for _r in (1e-3, 1e-2, 1e-1):
+    VARIANTS[f"centred-boundary-{_r:g}"] = {"target": "centred", "weights": "boundary",
+                                            "ridge": _r}
+for _r in (1e-3, 1e-2):
+    VARIANTS[f"centred-uniform-{_r:g}-nosafeguard"] = {"target": "centred", "ridge": _r,
+                                                       "holdout": 0.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a = ap.add_argument
+    a("--methods", nargs="+", default=["rtn", "mse"], help="default rtn mse")
+    a("--schemes", nargs="+", default=["W4A16", "W3A16"], help="default W4A16 W3A16")
+    a("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    a("--seed", type=int, default=0, help="quantization seed and windows (default 0)")
+    a("--iters", type=int, default=40, help="SignRound iterations (default 40)")
+    a("--nsamples", type=int, default=32, help="calibration windows (default 32)")
+    a("--seqlen", type=int, default=256, help="tokens per window (default 256)")
+    a("--threads", type=int, default=1, help="torch threads (default 1)")
+    a("--table", action="store_true", help="print the results table and exit")
+    return ap.parse_args(argv)
+
+
+def run_dir(args: argparse.Namespace) -> Path:
+    return HERE / "runs" / f"refit-it{args.iters}-n{args.nsamples}x{args.seqlen}-s{args.seed}"
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _checkpoint(args, out: Path, method: str, scheme: str, samples) -> dict:
+    from vsraq_modifier import data
+    from vsraq_modifier.cli.runs import quantize_checkpoint
+
+    meta = out.parent.parent / f"ckpt__{method}__{scheme}.json"
+    if out.exists() and meta.exists():
+        return json.loads(meta.read_text())
+    cpu = _cpu()
+    q = quantize_checkpoint(data.shipped_model_dir(), out, method=method, scheme=scheme,
+                            dataset=samples, seed=args.seed, iters=args.iters)
+    info = {"method": method, "scheme": scheme, "seconds": q.seconds,
+            "cpu_seconds": _cpu() - cpu, "settings": q.settings}
+    meta.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _chunks(ids: torch.Tensor, seqlen: int, size: int = 8) -> list[torch.Tensor]:
+    n = ids.numel() // seqlen
+    rows = ids[: n * seqlen].reshape(n, seqlen)
+    return list(rows.split(size))
+
+
+def _evaluate(reference, quantized, batches, ref_cache: dict) -> dict:
+    """Per-layer Jaccard, KL(ref || q) and perplexity on the validation chunks."""
+    from vsraq_modifier.metrics.hooks import RoutingCapture
+    from vsraq_modifier.metrics.routing import RoutingAccumulator
+    from vsraq_modifier.routers import find_routers
+
+    acc, kl, nll, count = RoutingAccumulator(), 0.0, 0.0, 0
+    ref_sites, q_sites = find_routers(reference), find_routers(quantized)
+    for i, ids in enumerate(batches):
+        with torch.no_grad():
+            if i not in ref_cache:
+                with RoutingCapture(ref_sites) as cap:
+                    lp = torch.log_softmax(reference(input_ids=ids).logits.float(), -1)
+                ref_cache[i] = (lp, cap.routings)
+            ref_lp, ref_routing = ref_cache[i]
+            with RoutingCapture(q_sites) as cap:
+                q_lp = torch.log_softmax(quantized(input_ids=ids).logits.float(), -1)
+        for layer, r in ref_routing.items():
+            acc.update(layer, r, cap.routings[layer])
+        a, b = ref_lp[:, :-1], q_lp[:, :-1]
+        kl += float((a.exp() * (a - b)).sum())
+        nll += float(-b.gather(-1, ids[:, 1:, None]).sum())
+        count += a.shape[0] * a.shape[1]
+    layers = {m.layer: m.jaccard for m in acc.result()}
+    mean_j = sum(layers.values()) / len(layers)
+    return {"jaccard": layers, "mean_jaccard": mean_j, "disagreement": 1 - mean_j,
+            "kl": kl / count, "perplexity": math.exp(nll / count), "tokens": count}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = run_dir(args)
+    if args.table:
+        print(table(out))
+        return 0
+    torch.set_num_threads(args.threads)
+    from vsraq_modifier import data
+    from vsraq_modifier.calibration import (
+        calibration_samples,
+        split_tokens,
+        text_token_ids,
+    )
+    from vsraq_modifier.cli.refit import _batches, refit_routers
+    from vsraq_modifier.metrics.loading import load_model
+
+    (out / "work").mkdir(parents=True, exist_ok=True)
+    settings = {k: getattr(args, k) for k in ("seed", "iters", "nsamples", "seqlen")}
+    rj = out / "run.json"
+    if rj.exists() and json.loads(rj.read_text())["settings"] != settings:
+        raise SystemExit(f"{rj}: other settings; choose another run directory")
+    rj.write_text(json.dumps({"settings": settings, "command": " ".join(sys.argv),
+                              "variants": VARIANTS}, indent=1))
+    model_dir = data.shipped_model_dir()
+    ids = text_token_ids(data.calibration_text_path(), model_dir)
+    samples = calibration_samples(split_tokens(ids, "calibration"),
+                                  nsamples=args.nsamples, seqlen=args.seqlen,
+                                  seed=args.seed)
+    val = _chunks(split_tokens(ids, "validation"), 256)
+    reference = load_model(model_dir, dtype="float32").model
+    ref_cache: dict = {}
+    for scheme in args.schemes:
+        for method in args.methods:
+            ck = out / "work" / f"{method}__{scheme}"
+            info = _checkpoint(args, ck, method, scheme, samples)
+            todo = [v for v in args.variants
+                    if not (out / f"{v}__{method}__{scheme}.json").exists()]
+            if not todo:
+                continue
+            quantized = load_model(ck, dtype="float32").model
+            from vsraq_modifier.routers import find_routers
+
+            sites = find_routers(quantized)
+            original = {s.layer: s.router.weight.detach().clone() for s in sites}
+            for v in todo:
+                with torch.no_grad():
+                    for s in sites:
+                        s.router.weight.copy_(original[s.layer])
+                opts = RefitOptions(**{"method": "ridge", **VARIANTS[v]})
+                t0, c0 = time.perf_counter(), _cpu()
+                routers = []
+                if opts.method != "none":
+                    res = refit_routers(reference, quantized,
+                                        _batches(samples, 8, "cpu"), opts,
+                                        progress=False)
+                    routers = [{"layer": s.layer, "accepted": r.accepted,
+                                "fit_error": [r.fit_error_before, r.fit_error_after],
+                                "held_jaccard": [r.agreement_before, r.agreement_after]}
+                               for s, r in res]
+                fit_s, fit_cpu = time.perf_counter() - t0, _cpu() - c0
+                ev = _evaluate(reference, quantized, val, ref_cache)
+                rec = {"variant": v, "options": VARIANTS[v], "method": method,
+                       "scheme": scheme, "checkpoint": info, "routers": routers,
+                       "fit_seconds": fit_s, "fit_cpu_seconds": fit_cpu,
+                       "validation": ev}
+                tmp = out / f"{v}__{method}__{scheme}.json.tmp"
+                tmp.write_text(json.dumps(rec, indent=1))
+                tmp.rename(out / f"{v}__{method}__{scheme}.json")
+                print(f"{scheme} {method} {v}: disagreement "
+                      f"{ev['disagreement']:.4f} kl {ev['kl']:.5f} "
+                      f"ppl {ev['perplexity']:.3f} fit {fit_s:.1f}s", flush=True)
+    print(table(out))
+    return 0
+
+
+def table(out: Path) -> str:
+    """Markdown: per variant and checkpoint, validation disagreement as a ratio to
+    the same checkpoint without re-fit (and routers kept re-fitted)."""
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*__*__*.json"))
+            if not p.name.startswith("ckpt__")]
+    base = {(r["method"], r["scheme"]): r["validation"] for r in recs
+            if r["variant"] == "none"}
+    cols = sorted({(r["scheme"], r["method"]) for r in recs}, reverse=True)
+    head = "| variant | " + " | ".join(f"{s} {m}" for s, m in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    by = {(r["variant"], r["scheme"], r["method"]): r for r in recs}
+    for v in VARIANTS:
+        cells = []
+        for s, m in cols:
+            r = by.get((v, s, m))
+            if r is None:
+                cells.append("")
+                continue
+            ev, b = r["validation"], base.get((m, s))
+            kept = sum(x["accepted"] for x in r["routers"])
+            ratio = ev["disagreement"] / b["disagreement"] if b else float("nan")
+            extra = f" ({kept}/{len(r['routers'])})" if r["routers"] else ""
+            dkl = (ev["kl"] / b["kl"] - 1) * 100 if b else float("nan")
+            cells.append(f"{ev['disagreement']:.4f} = {ratio:.2f}x, KL {dkl:+.0f}%"
+                         f"{extra}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

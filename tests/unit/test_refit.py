@@ -1,0 +1,207 @@
+"""The router re-fit (vsraq_modifier/refit.py): exact cases, well-posedness, dtypes,
+non-finite inputs, padding, the held-aside safeguard, sigmoid routers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsraq_modifier.objective.pair import NonFiniteRoutingError
+from vsraq_modifier.refit import (
+    RefitOptions,
+    boundary_weights,
+    fit_router,
+    jaccard,
+    refit_router,
+    resolved_target,
+)
+from vsraq_modifier.routing import RouterSpec
+
+SOFTMAX = RouterSpec(num_experts=8, top_k=2, normalize=True)
+LOGITS = RouterSpec(num_experts=8, top_k=2, score_fn="logits",
+                    weight_fn="softmax_selected", score_dtype="input")
+
+
+def sigmoid_spec(bias: torch.Tensor | None = None) -> RouterSpec:
+    return RouterSpec(num_experts=8, top_k=2, score_fn="sigmoid", normalize=True,
+                      bias=bias, n_group=4, topk_group=2, sorted_topk=False)
+
+
+def ridge(r: float = 1e-3, **kw) -> RefitOptions:
+    return RefitOptions(method="ridge", ridge=r, **kw)
+
+
+def data(t: int = 512, h: int = 16, e: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(t, h, generator=g, dtype=torch.float64)
+    w = torch.randn(e, h, generator=g, dtype=torch.float64) * 0.5
+    return x, w, g
+
+
+@pytest.mark.parametrize("target", ["centred", "logits"])
+def test_no_input_error_leaves_the_router_unchanged(target):
+    x, w, _ = data()
+    fit, before, after = fit_router(w, None, SOFTMAX, x, x @ w.T,
+                                    options=ridge(target=target))
+    assert torch.allclose(fit.weight, w, atol=1e-12) and before < 1e-20
+    b = torch.randn(8, dtype=torch.float64)
+    fit, _, _ = fit_router(w, b, LOGITS, x, x @ w.T + b, options=ridge(target=target))
+    assert torch.allclose(fit.weight, w, atol=1e-12)
+    assert torch.allclose(fit.bias, b, atol=1e-12)
+
+
+def test_known_linear_distortion_is_undone():
+    """x^q = M x: the reference logits W x equal (W M^-1) x^q exactly."""
+    x, w, g = data(t=2048)
+    m = torch.eye(16, dtype=torch.float64) + 0.2 * torch.randn(16, 16, generator=g,
+                                                                 dtype=torch.float64)
+    xq = x @ m.T
+    want = w @ torch.linalg.inv(m)
+    fit, before, after = fit_router(w, None, SOFTMAX, xq, x @ w.T,
+                                    options=ridge(1e-12, target="logits"))
+    assert torch.allclose(fit.weight, want, atol=1e-6) and after < 1e-10 < before
+    # centred: only the centred rows are determined; the mean row stays W's
+    fit, _, _ = fit_router(w, None, SOFTMAX, xq, x @ w.T,
+                           options=ridge(1e-12, target="centred"))
+    centre = torch.eye(8, dtype=torch.float64) - 1 / 8
+    assert torch.allclose(centre @ fit.weight, centre @ want, atol=1e-6)
+    assert torch.allclose(fit.weight.mean(0), w.mean(0), atol=1e-9)
+
+
+def test_a_shifted_input_moves_into_the_bias():
+    """gpt-oss: x^q = x + v gives W x + b = W x^q + (b - W v)."""
+    x, w, g = data(t=1024)
+    b = torch.randn(8, dtype=torch.float64, generator=g)
+    v = 0.3 * torch.randn(16, dtype=torch.float64, generator=g)
+    fit, _, after = fit_router(w, b, LOGITS, x + v, x @ w.T + b,
+                               options=ridge(1e-12, target="logits"))
+    assert torch.allclose(fit.weight, w, atol=1e-6)
+    assert torch.allclose(fit.bias, b - w @ v, atol=1e-6) and after < 1e-10
+
+
+def test_fewer_tokens_than_hidden_size_is_well_posed():
+    x, w, g = data(t=8, h=64)
+    xq = x + 0.1 * torch.randn(8, 64, generator=g, dtype=torch.float64)
+    fit, before, after = fit_router(w, None, SOFTMAX, xq, x @ w.T, options=ridge(1e-2))
+    assert torch.isfinite(fit.weight).all() and after < before
+    strong, _, _ = fit_router(w, None, SOFTMAX, xq, x @ w.T, options=ridge(1e6))
+    assert torch.allclose(strong.weight, w, atol=1e-4)  # the ridge pulls towards W
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_dtype_and_shape_are_kept(dtype):
+    x, w, g = data()
+    b = torch.randn(8, generator=g, dtype=torch.float64)
+    xq = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).to(dtype)
+    fit, _, _ = fit_router(w.to(dtype), b.to(dtype), LOGITS, xq, x @ w.T + b)
+    assert fit.weight.dtype == dtype and fit.weight.shape == (8, 16)
+    assert fit.bias.dtype == dtype and fit.bias.shape == (8,)
+    res = refit_router(w.to(dtype), None, SOFTMAX, xq, x @ w.T,
+                       options=ridge(), dtype=torch.bfloat16)
+    assert res.fit.weight.dtype == (torch.bfloat16 if res.accepted else dtype)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["x_q", "ref_logits", "weight"])
+def test_non_finite_inputs_raise(bad, where):
+    x, w, _ = data()
+    ref = x @ w.T
+    {"x_q": x, "ref_logits": ref, "weight": w}[where][3, 2] = bad
+    with pytest.raises(NonFiniteRoutingError, match=where):
+        fit_router(w, None, SOFTMAX, x, ref)
+    with pytest.raises(NonFiniteRoutingError, match=where):
+        refit_router(w, None, SOFTMAX, x, ref)
+
+
+def test_padding_tokens_take_no_part():
+    x, w, g = data(t=300)
+    xq = x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ref = x @ w.T
+    pad_x = torch.full((40, 16), float("nan"), dtype=torch.float64)
+    pad_z = torch.randn(40, 8, generator=g, dtype=torch.float64) * 1e6
+    mask = torch.cat([torch.ones(300, dtype=torch.bool), torch.zeros(40, dtype=torch.bool)])
+    plain, e0, e1 = fit_router(w, None, SOFTMAX, xq, ref)
+    padded, p0, p1 = fit_router(w, None, SOFTMAX, torch.cat([xq, pad_x]),
+                                torch.cat([ref, pad_z]), mask)
+    assert torch.equal(plain.weight, padded.weight) and (e0, e1) == (p0, p1)
+    a = refit_router(w, None, SOFTMAX, xq, ref)
+    b = refit_router(w, None, SOFTMAX, torch.cat([xq, pad_x]),
+                     torch.cat([ref, pad_z]), mask)
+    assert torch.equal(a.fit.weight, b.fit.weight) and a.agreement_after == b.agreement_after
+
+
+def test_safeguard_keeps_the_original_when_the_fit_hurts_held_aside_tokens():
+    """Reference logits = W x + noise, x^q = x: a nearly unregularised fit on few
+    tokens fits the noise and routes the held-aside tokens worse."""
+    x, w, g = data(t=48, h=32)
+    ref = x @ w.T + 1.5 * torch.randn(48, 8, generator=g, dtype=torch.float64)
+    res = refit_router(w, None, SOFTMAX, x, ref, options=ridge(1e-9, holdout=0.5))
+    assert res.agreement_after < res.agreement_before
+    assert res.fit_error_after < res.fit_error_before  # it did fit the fit tokens
+    assert not res.accepted and res.fit.weight is w
+    forced = refit_router(w, None, SOFTMAX, x, ref, options=ridge(1e-9, holdout=0.0))
+    assert forced.accepted and not torch.equal(forced.fit.weight, w)
+
+
+def test_safeguard_keeps_a_fit_that_helps():
+    x, w, g = data(t=2048)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
+                                                                 dtype=torch.float64)
+    res = refit_router(w, None, SOFTMAX, x @ m.T, x @ w.T, options=ridge(1e-8))
+    assert res.accepted and res.agreement_after > res.agreement_before
+    assert res.fit_tokens + res.held_tokens == 2048 and res.held_tokens == 512
+    assert res.agreement_after == pytest.approx(1.0, abs=0.005)
+
+
+def test_method_none_changes_nothing():
+    x, w, _ = data()
+    res = refit_router(w, None, SOFTMAX, x + 1, x @ w.T, options=RefitOptions())
+    assert not res.accepted and res.fit.weight is w
+
+
+@pytest.mark.parametrize("correction_bias", [False, True])
+def test_sigmoid_router_fit_in_score_space(correction_bias):
+    """DeepSeek-V3-style router (sigmoid, correction bias, 4 groups, top-2 of 2
+    groups): the Gauss-Newton fit lowers the score-space error and raises held-aside
+    agreement on a linear input distortion; a fitted correction bias keeps dtype."""
+    x, w, g = data(t=2048)
+    w = w * 3
+    bias = (0.1 * torch.randn(8, generator=g)).float()
+    spec = sigmoid_spec(bias)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
+                                                                 dtype=torch.float64)
+    opts = ridge(1e-4, iters=3, correction_bias=correction_bias)
+    res = refit_router(w.float(), None, spec, x @ m.T, x @ w.T, options=opts)
+    assert res.fit_error_after < 0.2 * res.fit_error_before
+    assert res.accepted and res.agreement_after > res.agreement_before
+    c = res.fit.correction_bias
+    assert c.dtype == torch.float32 and c.shape == (8,)
+    assert torch.equal(c, bias) != correction_bias
+
+
+def test_boundary_weights_mark_the_k_th_and_next_expert():
+    z = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0]])
+    w = boundary_weights(z, SOFTMAX)
+    assert w.tolist() == [[0, 1, 1, 0, 0, 0, 0, 0]]
+    # groups of 2: group sums 9, 5, 1, -3; kept groups 0, 1 -> k-th/(k+1)-th in them
+    # are experts 1, 2, and the group boundary adds group 1's and group 2's experts
+    w = boundary_weights(z, sigmoid_spec())
+    assert w[0, [1, 2, 3, 4, 5]].tolist() == [1, 1, 1, 1, 1] and w[0, 0] == 0
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="ridge"):
+        RefitOptions(ridge=0.0)
+    with pytest.raises(ValueError, match="holdout"):
+        RefitOptions(holdout=1.0)
+    with pytest.raises(ValueError, match="sigmoid"):
+        resolved_target(SOFTMAX, "sigmoid")
+    with pytest.raises(ValueError, match="shared shift"):
+        resolved_target(sigmoid_spec(), "centred")
+    assert resolved_target(sigmoid_spec(), "auto") == "sigmoid"
+    assert resolved_target(LOGITS, "auto") == "centred"
+
+
+def test_jaccard_of_identical_logits_is_one():
+    z = torch.randn(50, 8)
+    assert jaccard(z, z, SOFTMAX) == 1.0
