@@ -122,24 +122,55 @@ def _weights(folder: Path) -> list[Path]:
     return found
 
 
-def _safetensors_shapes(file: Path, what: str) -> dict[str, tuple[str, list[int]]]:
-    """tensor name -> (dtype, shape) from the header; the header is checked against
-    the file's length (truncated, random or empty files fail here)."""
-    from safetensors import SafetensorError, safe_open
-
+def _header(file: Path) -> tuple[dict[str, Any], str | None]:
+    """The safetensors header of ``file`` and what is wrong with it (None: the
+    header is valid and its tensors cover the file exactly, as ``safe_open``
+    requires). Reads the header only: no mmap, cheap for any checkpoint size."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return {}, "header too small"
+        n = int.from_bytes(head, "little")
+        if n > size - 8 or n > 100 * 2**20:
+            return {}, "header too large"
+        try:
+            doc = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return {}, f"header is not JSON ({e})"
+    if not isinstance(doc, dict):
+        return {}, "header is not a JSON object"
+    tensors = {k: v for k, v in doc.items() if k != "__metadata__"}
     try:
-        with safe_open(str(file), "pt") as f:
-            return {
-                k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape())
-                for k in f.keys()
-            }
-    except (SafetensorError, OSError) as e:
-        reason = str(e).removeprefix("Error while deserializing header: ")
+        ends = sorted(
+            (int(v["data_offsets"][0]), int(v["data_offsets"][1]))
+            for v in tensors.values()
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}, "header entries without data_offsets"
+    covered = 0
+    for start, end in ends:
+        if start != covered or end < start:
+            return {}, "tensor offsets overlap or leave gaps"
+        covered = end
+    if covered != size - 8 - n:
+        return {}, "incomplete metadata, file not fully covered"
+    return tensors, None
+
+
+def _safetensors_shapes(file: Path, what: str) -> dict[str, tuple[str, list[int]]]:
+    """tensor name -> (dtype, shape) from the header, after checking the header
+    against the file's length (truncated, random or empty files fail here)."""
+    tensors, problem = _header(file)
+    if problem:
         raise ModelDirError(
             f"{what} {file.parent}: {file.name} is not a readable safetensors file "
-            f"({reason}; {file.stat().st_size} bytes): truncated or damaged. "
+            f"({problem}; {file.stat().st_size} bytes): truncated or damaged. "
             "Copy or download it again"
-        ) from None
+        )
+    return {
+        k: (str(v.get("dtype")), list(v.get("shape", []))) for k, v in tensors.items()
+    }
 
 
 def check_model_dir(
