@@ -352,16 +352,18 @@ def _run(args: argparse.Namespace) -> int:
     samples = _calibration(args, ref_dir, ref_cfg)
     reference = load_model(ref_dir, dtype="float32", device=args.device).model
     try:
-        find_routers(reference)
+        ref_sites = find_routers(reference)
     except UnsupportedModelError as e:
         raise RefitInputError(f"--reference {ref_dir}: {e}") from None
+    # the checkpoint's router tensors, checked before it is loaded (a quantized or
+    # missing router would fail the load with a less telling message)
+    keys = router_keys(reference, ref_sites, tensors, q_dir)
     quantized = load_model(q_dir, dtype="float32", device=args.device).model
     try:
         sites = find_routers(quantized)
     except UnsupportedModelError as e:
         raise RefitInputError(f"--quantized {q_dir}: no MoE router to re-fit ({e})"
                               ) from None
-    keys = router_keys(quantized, sites, tensors, q_dir)
     for s in sites:
         w = s.router.weight
         if not w.is_floating_point() or w.shape != (s.spec.num_experts, w.shape[1]):

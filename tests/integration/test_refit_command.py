@@ -1,0 +1,100 @@
+"""``vsraq refit`` end to end on a tiny Qwen3-MoE quantized by llm-compressor
+(compressed-tensors W4A16, several shards): only the router tensors change, byte
+for byte everything else is the input, the output reloads with the re-fitted
+routers, and routing agreement with the reference does not drop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from refit_helpers import make_text, quantize, shard_tensors, tiny_checkpoint  # noqa: E402
+
+from vsraq_modifier.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def refitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refit")
+    ref = tiny_checkpoint(root / "ref")
+    q = quantize(ref, root / "q")
+    text = root / "cal.txt"
+    text.write_text(make_text(6000, seed=3))
+    out = root / "out"
+    code = main(["refit", "--reference", str(ref), "--quantized", str(q),
+                 "--dataset", str(text), "--nsamples", "24", "--seqlen", "64",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    return ref, q, out, text
+
+
+def _routers(model) -> dict[int, torch.Tensor]:
+    from vsraq_modifier.routers import find_routers
+
+    return {s.layer: s.router.weight.detach().clone() for s in find_routers(model)}
+
+
+def test_only_router_tensors_change(refitted):
+    _, q, out, _ = refitted
+    files = sorted(p.name for p in q.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == files
+    shards = [f for f in files if f.endswith(".safetensors")]
+    assert len(shards) > 1
+    changed, untouched_shards = set(), 0
+    for name in files:
+        a, b = (q / name).read_bytes(), (out / name).read_bytes()
+        if not name.endswith(".safetensors"):
+            assert a == b, name
+            continue
+        head_a, data_a = shard_tensors(q / name)
+        head_b, data_b = shard_tensors(out / name)
+        assert head_a == head_b and list(data_a) == list(data_b)  # order, metadata
+        diff = {k for k in data_a if data_a[k] != data_b[k]}
+        assert all(k.endswith("mlp.gate.weight") for k in diff), diff
+        changed |= diff
+        untouched_shards += a == b
+    assert changed and untouched_shards  # a shard without routers stays identical
+
+
+def test_output_reloads_with_the_refitted_routers(refitted):
+    from vsraq_modifier.metrics.loading import load_model
+
+    _, q, out, _ = refitted
+    before = _routers(load_model(q).model)
+    after = _routers(load_model(out).model)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_routing_agreement_does_not_drop(refitted, capsys):
+    from vsraq_modifier.metrics import evaluate_routing
+    from vsraq_modifier.metrics.loading import load_model, load_token_ids
+
+    ref, q, out, text = refitted
+    ids = load_token_ids(text, ref, 24 * 64)
+    reference = load_model(ref).model
+    report = evaluate_routing(
+        reference, [(n, str(p), load_model(p).model) for n, p in (("q", q), ("out", out))],
+        ids, seq_len=64, progress=False)
+    j = {m.label: sum(x.jaccard for x in m.layers) / len(m.layers) for m in report.models}
+    assert j["out"] >= j["q"]
+
+
+def test_summary_reports_each_router(tmp_path, refitted, capsys):
+    ref, q, _, text = refitted
+    code = main(["refit", "--reference", str(ref), "--quantized", str(q), "--dataset",
+                 str(text), "--nsamples", "24", "--seqlen", "64", "--no-progress",
+                 "--out", str(tmp_path / "o2")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and lines[0].startswith("layer")
+    rows = [ln.split() for ln in lines[1:] if ln.strip() and ln.split()[0].isdigit()]
+    assert len(rows) == 3  # the tiny model's three MoE layers
+    for r in rows:
+        held_before, held_after = float(r[4]), float(r[6])
+        assert (r[7] == "re-fit") == (held_after > held_before)

@@ -1,0 +1,49 @@
+"""Helpers for the ``vsraq refit`` tests: a tiny Qwen3-MoE reference, its
+compressed-tensors W4A16 checkpoint from llm-compressor's data-free
+``QuantizationModifier`` (groups of 32, the tiny model's widths), and a
+calibration text."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from report_helpers import make_text, make_tokenizer, tiny_checkpoint
+
+__all__ = ["make_text", "quantize", "shard_tensors", "tiny_checkpoint"]
+
+ROUTER_IGNORE = "re:.*mlp.gate$"
+
+
+def quantize(reference: Path, out: Path, *, ignore_router: bool = True,
+             max_shard_size: str | None = "20KB") -> Path:
+    """llm-compressor W4A16 (int4, symmetric, group 32) of ``reference``, saved
+    compressed into ``out`` (several shards unless ``max_shard_size`` is None)."""
+    import torch
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
+    weights = dict(num_bits=4, type="int", symmetric=True, strategy="group",
+                   group_size=32)
+    ignore = ["lm_head", *([ROUTER_IGNORE] if ignore_router else [])]
+    recipe = QuantizationModifier(
+        config_groups={"g": {"targets": ["Linear"], "weights": weights}},
+        ignore=ignore)
+    oneshot(model=model, recipe=recipe)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(out, save_compressed=True, **kwargs)
+    make_tokenizer().save_pretrained(out)
+    return out
+
+
+def shard_tensors(path: Path) -> tuple[bytes, dict[str, bytes]]:
+    """(header bytes, tensor name -> its data bytes) of one safetensors file."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    data = {k: raw[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]]
+            for k, v in header.items() if k != "__metadata__"}
+    return raw[: 8 + n], data
