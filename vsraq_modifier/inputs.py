@@ -173,6 +173,22 @@ def _safetensors_shapes(file: Path, what: str) -> dict[str, tuple[str, list[int]
     }
 
 
+def _check_model_type(doc: dict, config: Path, what: str) -> None:
+    """transformers knows the config's ``model_type`` (or the checkpoint brings
+    its own code: ``auto_map``)."""
+    if "auto_map" in doc:
+        return
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    if doc["model_type"] not in CONFIG_MAPPING:
+        raise ModelDirError(
+            f"{what} {config}: model_type {doc['model_type']!r} is not one that "
+            f"transformers {transformers.__version__} knows; fix the config, or "
+            "update transformers if the model family is newer"
+        )
+
+
 def check_model_dir(
     path: str | os.PathLike,
     what: str = "--model",
@@ -223,6 +239,7 @@ def check_model_dir(
             f"{what} {config}: no model_type in it, not a transformers config; "
             "re-save the checkpoint (save_pretrained)"
         )
+    _check_model_type(doc, config, what)
     if weights:
         files = _weights(folder)
         if not files:

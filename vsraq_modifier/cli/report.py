@@ -209,10 +209,12 @@ def _check_same_vocabulary(reference: Path, quantized: list) -> None:
             )
 
 
-def _check_token_ids(token_ids: object, model: object, tokenizer: Path) -> None:
-    size = getattr(getattr(model, "config", None), "vocab_size", None)
+def _check_token_ids(token_ids: object, reference: Path, tokenizer: Path) -> None:
+    """Token ids the reference has embeddings for (else an IndexError deep in the
+    first forward pass)."""
+    size = _vocab_size(reference)
     top = int(token_ids.max()) if token_ids.numel() else -1  # type: ignore[attr-defined]
-    if isinstance(size, int) and top >= size:
+    if size and top >= size:
         raise ReportInputError(
             f"the tokenizer in {tokenizer} gives token id {top}, beyond the "
             f"reference's vocabulary of {size}; pass the model's own --tokenizer"
@@ -267,9 +269,9 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
     token_ids = load_token_ids(text, tokenizer, args.max_tokens or None, what="--text")
+    _check_token_ids(token_ids, reference_dir, tokenizer)
     reference = load_model(reference_dir, dtype=args.dtype, device=device)
     _check_seq_len(reference.model, args.seq_len)
-    _check_token_ids(token_ids, reference.model, tokenizer)
 
     def loader(path: str):  # one quantized model in memory at a time
         return lambda: load_model(path, dtype=args.dtype, device=device).model

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from loguru import logger
 from torch import nn
 
 from vsraq_modifier.metrics.evaluate import model_dtype
+from vsraq_modifier.transformers_seams import conversion_mapping_restored
 
 __all__ = [
     "CheckpointFormatError",
@@ -94,40 +96,6 @@ def _needs_auto_round(method: str | None) -> bool:
     }
 
 
-@contextlib.contextmanager
-def _keep_conversion_mappings() -> Iterator[None]:
-    """Restore transformers' checkpoint-conversion table after a load that may edit
-    it (AutoRound's ``disable_moe_conversion_mapping``)."""
-    try:
-        from transformers import conversion_mapping as cm
-        from transformers import modeling_utils as mu
-    except ImportError:  # pragma: no cover - older transformers have no such table
-        yield
-        return
-    cm.get_checkpoint_conversion_mapping("llama")  # builds the table if not yet built
-    getters = (
-        cm.get_checkpoint_conversion_mapping,
-        getattr(mu, "get_checkpoint_conversion_mapping", None),
-    )
-    cache = getattr(cm, "_checkpoint_conversion_mapping_cache", None)
-    saved = dict(cache) if isinstance(cache, dict) else None
-    users = set(getattr(cm, "USER_REGISTERED_MAPPINGS", ()))
-    try:
-        yield
-    finally:
-        cm.get_checkpoint_conversion_mapping = getters[0]
-        if getters[1] is not None:
-            mu.get_checkpoint_conversion_mapping = getters[1]
-        if saved is not None and isinstance(
-            cm._checkpoint_conversion_mapping_cache, dict
-        ):
-            cm._checkpoint_conversion_mapping_cache.clear()
-            cm._checkpoint_conversion_mapping_cache.update(saved)
-        if hasattr(cm, "USER_REGISTERED_MAPPINGS"):
-            cm.USER_REGISTERED_MAPPINGS.clear()
-            cm.USER_REGISTERED_MAPPINGS.update(users)
-
-
 def _names(keys: Any) -> list[str]:
     out = []
     for k in keys:
@@ -185,15 +153,15 @@ def _no_kernel_is_an_export_error(path: str, method: str | None) -> Iterator[Non
     except ValueError as e:
         if not _needs_auto_round(method) or "No compatible backend" not in str(e):
             raise
-        layer = (
-            str(e)
-            .split(" with config")[0]
-            .removeprefix("No compatible backend found for layer ")
-        )
+        text = str(e).removeprefix("No compatible backend found for layer ")
+        layer, _, scheme = text.partition(" with config ")
+        found = re.findall(r"\b(bits|group_size)=(\d+)", scheme)
+        shown = ", ".join(f"{k} {v}" for k, v in found)
         raise CheckpointFormatError(
-            f"{path}: auto-round has no kernel on this device for this auto_round "
-            f"checkpoint (layer {layer}); export it with --format llm_compressor "
-            "(compressed-tensors, which transformers runs on a CPU) or --format fake"
+            f"{path}: auto-round has no kernel on this device for layer {layer} of "
+            f"this auto_round checkpoint ({shown}); export it with --format "
+            "llm_compressor (compressed-tensors, which transformers runs on a CPU), "
+            "or --format fake where the group size does not divide a layer's width"
         ) from None
 
 
@@ -218,7 +186,7 @@ def load_model(
                 "auto-round: pip install 'auto-round==0.15.1'"
             ) from e
     want = resolve_dtype(dtype, device)
-    with _keep_conversion_mappings(), _no_kernel_is_an_export_error(path, method):
+    with conversion_mapping_restored(), _no_kernel_is_an_export_error(path, method):
         model, info = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=want,
