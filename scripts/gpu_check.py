@@ -27,7 +27,9 @@ step on a CPU in an environment that has the hosts (the project's venv).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -173,8 +175,9 @@ def autoround_run(loss: str, args: argparse.Namespace, data: list, out: Path) ->
         if loss == "mse"
         else autoround(model, tok, loss=loss, **kw)
     )
-    _, folders = ar.quantize_and_save(str(out), format="llm_compressor")
-    return Path(folders[0])
+    ar.quantize_and_save(str(out), format="llm_compressor")
+    (config,) = out.rglob("config.json")  # AutoRound adds a sub-folder
+    return config.parent
 
 
 def oneshot_run(args: argparse.Namespace, data: list, out: Path) -> Path:
@@ -272,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"no wheel in {args.wheels} for {', '.join(missing)}; "
                     "run scripts/download_gpu_wheels.sh"
                 )
-            install(wheels, Path(tempfile.mkdtemp(prefix="vsraq-gpu-wheels-")))
+            target = Path(tempfile.mkdtemp(prefix="vsraq-gpu-wheels-"))
+            atexit.register(shutil.rmtree, target, True)
+            install(wheels, target)
         sys.path.insert(0, str(ROOT))
         require_modules()
     except CheckError as e:
@@ -290,7 +295,8 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     from vsraq_modifier.serving import check_checkpoint
 
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="vsraq-gpu-ckpt-"))
+    work = Path(tempfile.mkdtemp(prefix="vsraq-gpu-ckpt-"))  # checkpoints stay here
+    atexit.register(shutil.rmtree, work, True)
     probe = Probe()
     probe.install()
     result: dict[str, Any] = {
