@@ -47,3 +47,20 @@ def shard_tensors(path: Path) -> tuple[bytes, dict[str, bytes]]:
     data = {k: raw[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]]
             for k, v in header.items() if k != "__metadata__"}
     return raw[: 8 + n], data
+
+
+def fake_quantize(model, bits: int = 3, group: int = 16, skip: tuple[str, ...] = (
+        "embed", "lm_head", "mlp.gate.", "mlp.router.", "norm")) -> None:
+    """Round every weight matrix of ``model`` but the routers, embeddings and norms
+    to ``bits``-bit symmetric groups of ``group`` along the input (in place): a
+    host-free stand-in for a weight-only quantizer on the tiny models."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim < 2 or any(s in name for s in skip):
+                continue
+            w = p.reshape(-1, group)
+            q = 2 ** (bits - 1) - 1
+            scale = w.abs().amax(-1, keepdim=True).clamp_min(1e-8) / q
+            p.copy_(((w / scale).round().clamp(-q - 1, q) * scale).reshape(p.shape))
