@@ -57,7 +57,6 @@ __all__ = [
 DEFAULT_RIDGE = 1e-2
 Target = Literal["auto", "logits", "centred", "sigmoid"]
 Weighting = Literal["uniform", "boundary"]
-_EXPERT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -189,25 +188,34 @@ def _check_finite(**tensors: Tensor | None) -> None:
             )
 
 
-def _solve(phi: Tensor, y: Tensor, w: Tensor, reg: Tensor, prior: Tensor) -> Tensor:
-    """Per expert row e: argmin_th sum_t w_te (phi_(e)t th - y_te)^2 + sum_j
-    reg_ej (th_j - prior_ej)^2. ``phi``: [T, P] shared or [E, T, P]; ``w``: [T, 1]
-    (shared) or [T, E]; ``reg``, ``prior``: [E, P]. Returns [E, P] (float64)."""
-    e, p = prior.shape
-    if phi.dim() == 2 and w.shape[1] == 1 and bool((reg == reg[:1]).all()):
-        gram = phi.T @ (phi * w) + torch.diag(reg[0])
-        rhs = (y * w).T @ phi + reg * prior
+def _solve(x: Tensor, y: Tensor, w: Tensor, reg: Tensor, prior: Tensor,
+           s: Tensor | None = None, ones: bool = False) -> Tensor:
+    """Per expert row e: argmin_th sum_t w_te (phi_et . th - y_te)^2 + sum_j
+    reg_ej (th_j - prior_ej)^2 with features phi_et = [s_te x_t, (1 if ``ones``)].
+    ``x``: [T, P]; ``y``: [T, E]; ``w``: [T, 1] (shared) or [T, E]; ``s``: [T, E]
+    or None (1); ``reg``, ``prior``: [E, P (+1)]. Returns [E, P (+1)] (float64).
+    Per expert only the tokens it weights enter its Gram matrix, which is built
+    from ``x`` itself (no [E, T, P] tensor)."""
+    e = prior.shape[0]
+    if s is None and not ones and w.shape[1] == 1 and bool((reg == reg[:1]).all()):
+        gram = x.T @ (x * w) + torch.diag(reg[0])
+        rhs = (y * w).T @ x + reg * prior
         return torch.linalg.solve(gram, rhs.T).T
     out = torch.empty_like(prior)
-    eye = torch.eye(p, dtype=phi.dtype)
-    for lo in range(0, e, _EXPERT_CHUNK):
-        hi = min(lo + _EXPERT_CHUNK, e)
-        f = phi[lo:hi] if phi.dim() == 3 else phi.expand(hi - lo, *phi.shape)
-        ww = w[:, lo:hi].T if w.shape[1] > 1 else w[:, 0].expand(hi - lo, -1)
-        gram = torch.einsum("etp,et,etq->epq", f, ww, f)
-        gram = gram + eye * reg[lo:hi, :, None]
-        rhs = torch.einsum("etp,et->ep", f, ww * y[:, lo:hi].T) + reg[lo:hi] * prior[lo:hi]
-        out[lo:hi] = torch.linalg.solve(gram, rhs)
+    for j in range(e):
+        we = w[:, j] if w.shape[1] > 1 else w[:, 0]
+        se = s[:, j] if s is not None else torch.ones_like(we)
+        keep = we > 0
+        xe, we, se, ye = x[keep], we[keep], se[keep], y[keep, j]
+        gram = xe.T @ (xe * (we * se * se)[:, None])
+        rhs = xe.T @ (we * se * ye)
+        if ones:
+            cross = xe.T @ (we * se)
+            gram = torch.cat([torch.cat([gram, cross[:, None]], 1),
+                              torch.cat([cross, we.sum()[None]])[None]], 0)
+            rhs = torch.cat([rhs, (we * ye).sum()[None]])
+        gram = gram + torch.diag(reg[j])
+        out[j] = torch.linalg.solve(gram, rhs + reg[j] * prior[j])
     return out
 
 
@@ -269,16 +277,14 @@ def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | N
             sz = z.sigmoid()
             d = sz * (1 - sz)
             y = s_ref - sz - ((corr - c0) if fit_c else 0.0)
-        phi = d.T[:, :, None] * xa[None]  # [E, T, P]
         prior = theta0 - theta
         scale = (d * d).mean(0)[:, None] * col[None, :]
         if fit_c:
-            phi = torch.cat([phi, torch.ones(*phi.shape[:2], 1, dtype=phi.dtype)], 2)
             prior = torch.cat([prior, (c0 - corr)[:, None]], 1)
             scale = torch.cat([scale, torch.ones(scale.shape[0], 1, dtype=scale.dtype)], 1)
         ww = base if base.shape[1] > 1 else base.expand(t, spec.num_experts)
         reg = (options.ridge * mass[:, None] * scale).clamp_min(1e-300)
-        step = _solve(phi, y, ww, reg, prior)
+        step = _solve(xa, y, ww, reg, prior, s=d, ones=fit_c)
         # backtracking: a Gauss-Newton step on saturated logits can overshoot
         for alpha in (1.0, 0.5, 0.25, 0.125, 0.0625) if it else (1.0,):
             th = theta + alpha * step[:, : theta.shape[1]]
