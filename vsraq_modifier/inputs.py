@@ -158,15 +158,20 @@ def _header(file: Path) -> tuple[dict[str, Any], str | None]:
     return tensors, None
 
 
+def _named(what: str, path: Path) -> str:
+    """``--model /p``, or ``--quantized q=/p`` for a ``what`` ending in ``=``."""
+    return f"{what}{path}" if what.endswith("=") else f"{what} {path}"
+
+
 def _safetensors_shapes(file: Path, what: str) -> dict[str, tuple[str, list[int]]]:
     """tensor name -> (dtype, shape) from the header, after checking the header
     against the file's length (truncated, random or empty files fail here)."""
     tensors, problem = _header(file)
     if problem:
         raise ModelDirError(
-            f"{what} {file.parent}: {file.name} is not a readable safetensors file "
-            f"({problem}; {file.stat().st_size} bytes): truncated or damaged. "
-            "Copy or download it again"
+            f"{_named(what, file.parent)}: {file.name} is not a readable "
+            f"safetensors file ({problem}; {file.stat().st_size} bytes): "
+            "truncated or damaged. Copy or download it again"
         )
     return {
         k: (str(v.get("dtype")), list(v.get("shape", []))) for k, v in tensors.items()
@@ -183,9 +188,10 @@ def _check_model_type(doc: dict, config: Path, what: str) -> None:
 
     if doc["model_type"] not in CONFIG_MAPPING:
         raise ModelDirError(
-            f"{what} {config}: model_type {doc['model_type']!r} is not one that "
-            f"transformers {transformers.__version__} knows; fix the config, or "
-            "update transformers if the model family is newer"
+            f"{_named(what, config.parent)}: config.json has model_type "
+            f"{doc['model_type']!r}, not one that transformers "
+            f"{transformers.__version__} knows; fix the config, or update "
+            "transformers if the model family is newer"
         )
 
 
@@ -205,38 +211,39 @@ def check_model_dir(
     if hub and not looks_local(path):
         return None
     folder = Path(path).expanduser().absolute()
+    name = _named(what, folder)
     if not folder.exists():
         raise ModelDirError(
-            f"{what} {folder} is not a directory (no such path"
+            f"{name} is not a directory (no such path"
             + ("; a local path, so no hub lookup" if hub else "")
             + "); pass a checkpoint directory"
             + (" or a hub id such as org/name" if hub else "")
         )
     if not folder.is_dir():
         raise ModelDirError(
-            f"{what} {folder} is a file, not a checkpoint directory; pass the folder "
+            f"{name} is a file, not a checkpoint directory; pass the folder "
             "that holds config.json and the weights"
         )
     config = folder / "config.json"
     if not config.is_file():
         raise ModelDirError(
-            f"{what} {folder}: no config.json; pass a checkpoint directory written by "
+            f"{name}: no config.json; pass a checkpoint directory written by "
             "save_pretrained, llm-compressor or AutoRound"
         )
     try:
         doc = json.loads(config.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ModelDirError(
-            f"{what} {config}: not UTF-8 (byte {e.start}); re-save the checkpoint"
+            f"{name}: config.json is not UTF-8 (byte {e.start}); re-save the checkpoint"
         ) from None
     except json.JSONDecodeError as e:
         raise ModelDirError(
-            f"{what} {config}: invalid JSON at line {e.lineno} column {e.colno} "
+            f"{name}: config.json: invalid JSON at line {e.lineno} column {e.colno} "
             f"({e.msg}); repair or re-save the config"
         ) from None
     if not isinstance(doc, dict) or "model_type" not in doc:
         raise ModelDirError(
-            f"{what} {config}: no model_type in it, not a transformers config; "
+            f"{name}: config.json has no model_type, not a transformers config; "
             "re-save the checkpoint (save_pretrained)"
         )
     _check_model_type(doc, config, what)
@@ -244,7 +251,7 @@ def check_model_dir(
         files = _weights(folder)
         if not files:
             raise ModelDirError(
-                f"{what} {folder}: config.json but no weights (model.safetensors or "
+                f"{name}: config.json but no weights (model.safetensors or "
                 "pytorch_model.bin); copy the weight files too"
             )
         for file in files:
@@ -252,7 +259,7 @@ def check_model_dir(
                 _safetensors_shapes(file, what)
     if tokenizer and not any((folder / n).is_file() for n in TOKENIZER_FILES):
         raise ModelDirError(
-            f"{what} {folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, "
+            f"{name}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, "
             "...); save one next to the weights (tokenizer.save_pretrained)"
         )
     return folder

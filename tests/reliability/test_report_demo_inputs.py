@@ -123,7 +123,7 @@ def test_report_damaged_checkpoint(tmp_path, capsys, ref, text, case):
         (q / "config.json").write_text("{")
         expected = "config.json: invalid JSON at line 1 column 2"
     line = _report(capsys, tmp_path, ref, text, "--quantized", f"q={q}")
-    assert f"--quantized q= {q}" in line and expected in line, line
+    assert f"--quantized q={q}" in line and expected in line, line
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:7", "tpu9", "gpu"])
@@ -250,6 +250,6 @@ def test_model_type_transformers_does_not_know(tmp_path, capsys, ref, text):
     cfg = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**cfg, "model_type": "nonsense"}))
     line = _demo(capsys, tmp_path, "--model", str(model), "--text", str(text))
-    assert "model_type 'nonsense' is not one that transformers" in line
+    assert "config.json has model_type 'nonsense', not one that transformers" in line
     line = _report(capsys, tmp_path, ref, text, "--quantized", f"q={model}")
     assert "model_type 'nonsense'" in line
