@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from vsraq_modifier.allocate.units import Unit
 __all__ = [
     "MODIFIERS",
     "AllocationRecord",
+    "autoround_pattern",
     "format_table",
     "layer_config",
     "recipe",
@@ -98,14 +98,20 @@ def recipe(rec: AllocationRecord, modifier: str = "VSRAQModifier") -> dict[str, 
     return {"quant_stage": {"quant_modifiers": {modifier: args}}}
 
 
+def autoround_pattern(pattern: str) -> str:
+    """A unit's pattern as AutoRound spells regex keys: its ``to_standard_regex``
+    escapes every bare dot itself (an escaped one would match a backslash)."""
+    return pattern.replace(r"\.", ".")
+
+
 def layer_config(rec: AllocationRecord) -> dict[str, dict[str, Any]]:
     """AutoRound's ``layer_config`` (JSON-serialisable)."""
     out: dict[str, dict[str, Any]] = {}
     for unit, c in zip(rec.units, rec.choice):
         for p in unit.patterns:
-            out[p] = rec.schemes[c].autoround()
+            out[autoround_pattern(p)] = rec.schemes[c].autoround()
     for name in rec.kept_linears:
-        out[f"^{re.escape(name)}$"] = {"bits": 16, "act_bits": 16, "data_type": "float"}
+        out[f"^{name}$"] = {"bits": 16, "act_bits": 16, "data_type": "float"}
     return out
 
 

@@ -17,6 +17,7 @@ __all__ = ["main"]
 COMMANDS: dict[str, str] = {
     "demo": "vsraq_modifier.cli.demo",
     "report": "vsraq_modifier.cli.report",
+    "allocate": "vsraq_modifier.cli.allocate",
     "refit": "vsraq_modifier.cli.refit",
     "check-serving": "vsraq_modifier.cli.check_serving",
 }
