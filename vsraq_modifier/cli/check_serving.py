@@ -47,6 +47,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "AutoRound's llm_compressor export",
     )
     p.add_argument(
+        "--tensor-parallel-size",
+        metavar="N",
+        type=_positive,
+        default=1,
+        help="GPUs vLLM will shard each expert over (vllm serve "
+        "--tensor-parallel-size; default 1): each holds 1/N of the intermediate "
+        "width, which the kernel rules then apply to",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print the report as JSON on stdout instead of the table "
@@ -54,6 +63,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.set_defaults(func=run)
     return p
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
+    return n
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -75,8 +91,10 @@ def format_report(report) -> str:  # a ServingReport
         for lr in report.layers
     ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    tp = report.tensor_parallel_size
     lines = [
-        f"{report.path}: {report.model_type}, {report.quant_method}",
+        f"{report.path}: {report.model_type}, {report.quant_method}"
+        + (f", tensor parallel {tp} (intermediate per rank)" if tp > 1 else ""),
         _row(head, widths),
         *(_row(r, widths) for r in rows),
     ]
@@ -102,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     from vsraq_modifier.serving import CheckpointError, check_checkpoint
 
     try:
-        report = check_checkpoint(args.checkpoint)
+        report = check_checkpoint(
+            args.checkpoint, tensor_parallel_size=args.tensor_parallel_size
+        )
     except CheckpointError as e:
         print(f"vsraq check-serving: error: {e}", file=sys.stderr)
         return 2

@@ -183,10 +183,16 @@ def _quant_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
     return qconfig
 
 
-def check_checkpoint(path: str | Path) -> ServingReport:
-    """Apply vLLM's rules to every MoE layer of the checkpoint at ``path``.
-    Raises :class:`CheckpointError` for anything that is not a readable MoE
-    checkpoint in compressed-tensors form (or unquantized)."""
+def check_checkpoint(
+    path: str | Path, *, tensor_parallel_size: int = 1
+) -> ServingReport:
+    """Apply vLLM's rules to every MoE layer of the checkpoint at ``path``, served
+    on ``tensor_parallel_size`` GPUs (each rank holds 1/N of every expert's
+    intermediate width, and the rules apply to that slice). Raises
+    :class:`CheckpointError` for anything that is not a readable MoE checkpoint in
+    compressed-tensors form (or unquantized)."""
+    if tensor_parallel_size < 1:
+        raise CheckpointError(f"tensor_parallel_size={tensor_parallel_size}: use >= 1")
     path = Path(path)
     config = _load_config(path)
     qconfig = _quant_config(config, path)
@@ -214,9 +220,14 @@ def check_checkpoint(path: str | Path) -> ServingReport:
     reports = []
     for index in sorted(layers):
         parent, experts = layers[index]["parent"], layers[index]["experts"]
-        reports.append(_check_layer(index, parent, experts, modules, resolve, config))
+        reports.append(
+            _check_layer(
+                index, parent, experts, modules, resolve, config, tensor_parallel_size
+            )
+        )
     return ServingReport(
         path=str(path),
+        tensor_parallel_size=tensor_parallel_size,
         model_type=str(config.get("model_type")),
         quant_method=str(qconfig.get("quant_method", "none (unquantized)")),
         layers=reports,
@@ -230,6 +241,7 @@ def _check_layer(
     modules: dict[str, dict[str, list[int]]],
     resolve: _Resolver,
     config: dict[str, Any],
+    tp: int,
 ) -> LayerReport:
     hidden = int(config.get("hidden_size", 0))
     intermediate = int(
@@ -269,15 +281,20 @@ def _check_layer(
         ),
         UNQUANTIZED,
     )
+    if intermediate % tp:  # else each rank holds 1/tp of every expert
+        tensor_problems.append(
+            f"layer {index}: intermediate {intermediate} does not split over {tp} "
+            "tensor-parallel ranks"
+        )
     report = check_moe_layer(
         index,
         schemes or [UNQUANTIZED],
         hidden,
-        intermediate,
+        intermediate // tp if intermediate % tp == 0 else intermediate,
         router=router,
         attention=attention,
     )
     if tensor_problems:
         report.problems.extend(tensor_problems[:3])
-        report.status = "not servable"
+        report.status, report.kernel = "not servable", None
     return report

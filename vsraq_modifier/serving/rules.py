@@ -192,14 +192,21 @@ def moe_kernel(scheme: Scheme, hidden: int, intermediate: int) -> KernelVerdict:
 
 
 def _divisor_hint(size: int) -> str:
-    fits = [g for g in (128, 64, 32) if size % g == 0 and size % max(64, g) == 0]
-    return f"group {fits[0]}" if fits else "per-channel"
+    """A group that fits ``size``: Marlin's if one does, else the Triton one's."""
+    marlin = [g for g in (128, 64, 32) if size % max(64, g) == 0]
+    if marlin:
+        return f"group {marlin[0]}"
+    triton = [g for g in (128, 64, 32, 16) if size % g == 0]
+    if triton:
+        return f"group {triton[0]}, served by the slower Triton WNA16 kernel"
+    return "fewer tensor-parallel ranks"
 
 
 @dataclass
 class LayerReport:
     """One MoE layer: schemes of its experts (with projection counts), attention and
-    router, the shapes the rules used, and vLLM's verdict."""
+    router, the shapes the rules used (``intermediate``: per tensor-parallel rank),
+    and vLLM's verdict."""
 
     layer: int
     experts: dict[str, int]
@@ -296,6 +303,7 @@ class ServingReport:
     model_type: str
     quant_method: str
     layers: list[LayerReport]
+    tensor_parallel_size: int = 1
     problems: list[str] = field(default_factory=list)
 
     @property

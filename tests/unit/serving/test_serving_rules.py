@@ -273,3 +273,15 @@ def test_unreadable_inputs_raise_checkpoint_error(tmp_path):
     )
     with pytest.raises(CheckpointError, match="format='llm_compressor'"):
         check_checkpoint(auto_round)
+
+
+def test_tensor_parallel_ranks_each_hold_a_slice_of_the_intermediate(tmp_path):
+    ckpt = synthetic_moe(tmp_path / "tp", bits=4, group=64, inter=128)
+    assert check_checkpoint(ckpt, tensor_parallel_size=2).servable  # 64 per rank
+    four = check_checkpoint(ckpt, tensor_parallel_size=4)  # 32 per rank
+    assert four.layers[0].intermediate == 32 and not four.servable
+    assert "group 64 does not divide intermediate 32" in four.all_problems()[0]
+    three = check_checkpoint(ckpt, tensor_parallel_size=3)
+    assert "does not split over 3 tensor-parallel ranks" in three.all_problems()[-1]
+    with pytest.raises(CheckpointError, match="use >= 1"):
+        check_checkpoint(ckpt, tensor_parallel_size=0)
