@@ -43,6 +43,19 @@ for _r in (1e-3, 1e-2):
                                                        "holdout": 0.0}
 
 
+#: variants for the tiny random sigmoid-router models (--tiny)
+TINY_VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
+for _r in (1e-3, 1e-2):
+    TINY_VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
+    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}"] = {"target": "sigmoid", "ridge": _r}
+    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-gn3"] = {"target": "sigmoid", "ridge": _r,
+                                                    "iters": 3}
+    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-corrbias"] = {
+        "target": "sigmoid", "ridge": _r, "correction_bias": True}
+    TINY_VARIANTS[f"sigmoid-boundary-{_r:g}"] = {"target": "sigmoid", "ridge": _r,
+                                                 "weights": "boundary"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a = ap.add_argument
@@ -55,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--seqlen", type=int, default=256, help="tokens per window (default 256)")
     a("--threads", type=int, default=1, help="torch threads (default 1)")
     a("--table", action="store_true", help="print the results table and exit")
+    a("--tiny", metavar="FAMILY", default=None,
+      help="instead: tiny random models of FAMILY (e.g. deepseek_v3), 3-bit "
+      "round-to-nearest weights, random token ids, seeds 0-2 (correctness, not a "
+      "measurement of a trained model)")
     return ap.parse_args(argv)
 
 
@@ -120,6 +137,8 @@ def _evaluate(reference, quantized, batches, ref_cache: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tiny:
+        return tiny_sweep(args.tiny, args.threads, args.table)
     out = run_dir(args)
     if args.table:
         print(table(out))
@@ -220,6 +239,85 @@ def table(out: Path) -> str:
                          f"{extra}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def fake_quantize(model, bits: int = 3, group: int = 16) -> None:
+    """Symmetric round-to-nearest of every weight matrix but the routers,
+    embeddings and norms (in place), groups of ``group`` along the input."""
+    skip = ("embed", "lm_head", "mlp.gate.", "mlp.router.", "norm")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim < 2 or any(k in name for k in skip):
+                continue
+            w = p.reshape(-1, group)
+            q = 2 ** (bits - 1) - 1
+            scale = w.abs().amax(-1, keepdim=True).clamp_min(1e-8) / q
+            p.copy_(((w / scale).round().clamp(-q - 1, q) * scale).reshape(p.shape))
+
+
+def _tiny_pair(family: str, seed: int):
+    import copy
+
+    from vsraq_modifier.routers import find_routers
+    from vsraq_modifier.testing import tiny_model
+
+    reference = tiny_model(family, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    for site in find_routers(reference):  # routers with preferences, a real bias
+        with torch.no_grad():
+            site.router.weight.mul_(4.0)
+            bias = getattr(site.router, "e_score_correction_bias", None)
+            if bias is not None:
+                bias.copy_(0.05 * torch.randn(bias.shape, generator=g))
+    quantized = copy.deepcopy(reference)
+    fake_quantize(quantized)
+    vocab = reference.config.vocab_size
+    cal = torch.randint(2, vocab, (32, 64), generator=g)
+    val = torch.randint(2, vocab, (32, 64), generator=g)
+    return reference, quantized, list(cal.split(8)), list(val.split(8))
+
+
+def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
+    from vsraq_modifier.cli.refit import refit_routers
+    from vsraq_modifier.metrics.hooks import RoutingCapture
+    from vsraq_modifier.metrics.routing import RoutingAccumulator
+    from vsraq_modifier.routers import find_routers
+
+    out = HERE / "runs" / f"refit-tiny-{family}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    for seed in ((0, 1, 2) if not only_table else ()):
+        todo = [v for v in TINY_VARIANTS if not (out / f"{v}__s{seed}.json").exists()]
+        for v in todo:
+            reference, quantized, cal, val = _tiny_pair(family, seed)
+            opts = RefitOptions(**{"method": "ridge", **TINY_VARIANTS[v]})
+            res = [] if opts.method == "none" else refit_routers(
+                reference, quantized, cal, opts, progress=False)
+            acc = RoutingAccumulator()
+            for ids in val:
+                with torch.no_grad():
+                    with RoutingCapture(find_routers(reference)) as a:
+                        reference(input_ids=ids)
+                    with RoutingCapture(find_routers(quantized)) as b:
+                        quantized(input_ids=ids)
+                for layer, r in a.routings.items():
+                    acc.update(layer, r, b.routings[layer])
+            j = [m.jaccard for m in acc.result()]
+            rec = {"variant": v, "options": TINY_VARIANTS[v], "seed": seed,
+                   "mean_jaccard": sum(j) / len(j), "jaccard": j,
+                   "kept": [r.accepted for _, r in res]}
+            (out / f"{v}__s{seed}.json").write_text(json.dumps(rec, indent=1))
+    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*__s*.json"))]
+    base = {r["seed"]: 1 - r["mean_jaccard"] for r in recs if r["variant"] == "none"}
+    lines = ["| variant | disagreement / none, per seed | routers kept |", "|---|---|---|"]
+    for v in TINY_VARIANTS:
+        rs = sorted((r for r in recs if r["variant"] == v), key=lambda r: r["seed"])
+        ratios = " ".join(f"{(1 - r['mean_jaccard']) / base[r['seed']]:.2f}x"
+                          for r in rs if r["seed"] in base)
+        kept = sum(sum(r["kept"]) for r in rs), sum(len(r["kept"]) for r in rs)
+        lines.append(f"| {v} | {ratios} | {kept[0]}/{kept[1]} |")
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
