@@ -38,6 +38,9 @@ for _r in (1e-4, 1e-3, 1e-2, 1e-1):
 for _r in (1e-3, 1e-2, 1e-1):
     VARIANTS[f"centred-boundary-{_r:g}"] = {"target": "centred", "weights": "boundary",
                                             "ridge": _r}
+for _r in (1e-4, 1e-3, 1e-2):
+    VARIANTS[f"centred-uniform-{_r:g}-refitall"] = {"target": "centred", "ridge": _r,
+                                                    "refit_all": True}
 for _r in (1e-3, 1e-2):
     VARIANTS[f"centred-uniform-{_r:g}-nosafeguard"] = {"target": "centred", "ridge": _r,
                                                        "holdout": 0.0}

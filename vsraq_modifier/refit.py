@@ -65,7 +65,9 @@ class RefitOptions:
     ``ridge``: relative ridge strength (> 0); ``target``/``weights``/``iters``/
     ``correction_bias``: the fit variant (module docstring); ``holdout``: share of
     the valid tokens held aside for the safeguard (0: no safeguard, always keep the
-    fit); ``seed``: which tokens are held aside."""
+    fit); ``refit_all``: once the safeguard keeps a fit, fit again on all the valid
+    tokens (held-aside ones included) and keep that; ``seed``: which tokens are
+    held aside."""
 
     method: Literal["none", "ridge"] = "none"
     ridge: float = DEFAULT_RIDGE
@@ -74,6 +76,7 @@ class RefitOptions:
     iters: int = 1
     correction_bias: bool = False
     holdout: float = 0.25
+    refit_all: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -386,5 +389,9 @@ def refit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Ten
     a0 = jaccard(_logits(x[hi], old), z_ref, spec)
     a1 = jaccard(_logits(x[hi], stored), z_ref, new_spec, spec)
     keep = a1 > a0
+    if keep and options.refit_all:
+        full, _, _ = fit_router(weight, bias, spec, x, ref, None, options)
+        stored = RouterFit(_like(full.weight, weight, dtype),
+                           _like(full.bias, bias, dtype), full.correction_bias)
     return RefitResult(stored if keep else original, keep, before, after, a0, a1,
                        n - held, held)

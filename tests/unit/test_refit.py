@@ -205,3 +205,15 @@ def test_options_are_checked():
 def test_jaccard_of_identical_logits_is_one():
     z = torch.randn(50, 8)
     assert jaccard(z, z, SOFTMAX) == 1.0
+
+
+def test_refit_all_fits_again_on_every_token_once_kept():
+    x, w, g = data(t=1024)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
+                                                                 dtype=torch.float64)
+    xq, ref = x @ m.T, x @ w.T
+    res = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3, refit_all=True))
+    full, _, _ = fit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3))
+    assert res.accepted and torch.equal(res.fit.weight, full.weight)
+    part = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3))
+    assert not torch.equal(part.fit.weight, full.weight)
