@@ -14,7 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
-from vsraq_modifier.inputs import DiskSpaceError, _safetensors_shapes, _weights
+from vsraq_modifier.checkpoint_dir import _weights, safetensors_shapes
+from vsraq_modifier.inputs import DiskSpaceError
 
 __all__ = ["check_free_space", "estimate_checkpoint_bytes", "scheme_bits"]
 
@@ -50,7 +51,7 @@ def estimate_checkpoint_bytes(model_dir: Path, bits: int, group_size: int) -> in
     for file in _weights(model_dir):
         if file.suffix != ".safetensors":
             return 0  # .bin headers are not readable cheaply: no estimate
-        for name, (dtype, shape) in _safetensors_shapes(file, "--model").items():
+        for name, (dtype, shape) in safetensors_shapes(file, "--model").items():
             n = 1
             for d in shape:
                 n *= d

@@ -242,7 +242,8 @@ def _absolute(path: str | Path) -> Path:
 
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     from vsraq_modifier import data
-    from vsraq_modifier.inputs import check_model_dir, check_text_file
+    from vsraq_modifier.checkpoint_dir import check_model_dir
+    from vsraq_modifier.inputs import check_text_file
 
     # absolute before anything changes the working directory (the quantizations
     # run inside DIR/.work)

@@ -154,9 +154,9 @@ def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     """Every path checked (and made absolute) before anything is loaded or
     created: a bad input costs no model load and leaves no --out behind."""
     from vsraq_modifier import data
+    from vsraq_modifier.checkpoint_dir import check_model_dir
     from vsraq_modifier.inputs import (
         check_device,
-        check_model_dir,
         check_output_place,
         check_text_file,
     )
