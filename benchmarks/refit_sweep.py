@@ -41,6 +41,9 @@ for _r in (1e-3, 1e-2, 1e-1):
 for _r in (1e-4, 1e-3, 1e-2):
     VARIANTS[f"centred-uniform-{_r:g}-refitall"] = {"target": "centred", "ridge": _r,
                                                     "refit_all": True}
+for _rho in (1.0, 0.1):
+    VARIANTS[f"centred-uniform-0.001-margin{_rho:g}"] = {
+        "target": "centred", "ridge": 1e-3, "refine": 20, "refine_weight": _rho}
 for _r in (1e-3, 1e-2):
     VARIANTS[f"centred-uniform-{_r:g}-nosafeguard"] = {"target": "centred", "ridge": _r,
                                                        "holdout": 0.0}

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from vsraq_modifier.objective.pair import NonFiniteRoutingError
+from vsraq_modifier.refit_margin import margin_refine
 from vsraq_modifier.routing import RouterSpec, group_mask, route, selection_scores
 
 __all__ = [
@@ -67,7 +68,8 @@ class RefitOptions:
     the valid tokens held aside for the safeguard (0: no safeguard, always keep the
     fit); ``refit_all``: once the safeguard keeps a fit, fit again on all the valid
     tokens (held-aside ones included) and keep that; ``seed``: which tokens are
-    held aside."""
+    held aside; ``refine``/``refine_weight``: L-BFGS iterations and drift weight
+    of the convex margin refinement after the ridge (:mod:`refit_margin`; 0: off)."""
 
     method: Literal["none", "ridge"] = "none"
     ridge: float = DEFAULT_RIDGE
@@ -77,6 +79,8 @@ class RefitOptions:
     correction_bias: bool = False
     holdout: float = 0.25
     refit_all: bool = False
+    refine: int = 0
+    refine_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -251,6 +255,9 @@ def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | N
             r = _centre(r)
         delta = _solve(xa, r, base, reg.clamp_min(1e-300), torch.zeros_like(theta0))
         theta = theta0 + delta
+        if options.refine:
+            theta = margin_refine(xa, ref, theta, spec, options.refine,
+                                  options.refine_weight)
         res_after = ref - xa @ theta.T
         if target == "centred":
             res_after = _centre(res_after)
