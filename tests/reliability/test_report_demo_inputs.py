@@ -253,3 +253,43 @@ def test_model_type_transformers_does_not_know(tmp_path, capsys, ref, text):
     assert "config.json has model_type 'nonsense', not one that transformers" in line
     line = _report(capsys, tmp_path, ref, text, "--quantized", f"q={model}")
     assert "model_type 'nonsense'" in line
+
+
+def test_demo_refusals_found_by_trying(tmp_path, capsys, ref, text):
+    """Each used to fail only after both quantizations (or to tune on the text
+    that is measured): refused before any tuning now."""
+    line = _demo(capsys, tmp_path, "--model", str(ref), "--text", str(text),
+                 "--calibration-text", str(text))  # fmt: skip
+    assert "--calibration-text and --text are the same file" in line
+    calib = tmp_path / "calib.txt"
+    calib.write_text(make_text(400, seed=2))
+    base = ["--model", str(ref), "--calibration-text", str(calib)]
+    line = _demo(capsys, tmp_path, *base, "--text", str(text), "--eval-seq-len", "4096")
+    assert "--eval-seq-len 4096 exceeds the model's max_position_embeddings" in line
+    one = tmp_path / "one.txt"
+    one.write_text("w1")
+    line = _demo(capsys, tmp_path, *base, "--text", str(one), "--seqlen", "32",
+                 "--nsamples", "2")  # fmt: skip
+    assert f"--text {one} has 1 token(s); the report needs at least 2" in line
+    quantized = _copy(ref, tmp_path / "q")
+    cfg = json.loads((quantized / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "compressed-tensors"}
+    (quantized / "config.json").write_text(json.dumps(cfg))
+    line = _demo(capsys, tmp_path, "--model", str(quantized), "--text", str(text))
+    assert "is already quantized (compressed-tensors)" in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--eval-seq-len", "1", "1: must be >= 2"),
+        ("--seqlen", "1", "1: must be >= 2"),
+        ("--seed", "-1", "-1: must be >= 0"),
+        ("--seed", str(2**32), f"{2**32}: must be <= {2**32 - 1}"),
+    ],
+)
+def test_demo_usage_errors(tmp_path, capsys, flag, value, expected):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "d"), flag, value])
+    assert e.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -60,11 +60,19 @@ class DemoInputError(ValueError):
     """An input the demo cannot use (named in the message)."""
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
-    return n
+def _at_least(minimum: int, maximum: int | None = None):
+    def parse(value: str) -> int:
+        n = int(value)
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: must be >= {minimum}")
+        if maximum is not None and n > maximum:
+            raise argparse.ArgumentTypeError(f"{value}: must be <= {maximum}")
+        return n
+
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -105,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=_at_least(0, 2**32 - 1),  # AutoRound seeds numpy with it
         default=d["seed"],
         help="AutoRound's seed and the choice of calibration windows, both runs "
         f"(default: {d['seed']})",
@@ -118,7 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--seqlen",
-        type=_positive,
+        type=_at_least(2),
         default=d["seqlen"],
         help=f"tokens per calibration sample (default: {d['seqlen']})",
     )
@@ -137,7 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--eval-seq-len",
-        type=_positive,
+        type=_at_least(2),
         default=d["eval_seq_len"],
         help=f"tokens per evaluation chunk (default: {d['eval_seq_len']})",
     )
@@ -263,7 +271,32 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     text = check_text_file(
         _absolute(args.text) if args.text else data.heldout_text_path(), "--text"
     )
+    if calib.samefile(text):
+        raise DemoInputError(
+            f"--calibration-text and --text are the same file ({text}): the "
+            "comparison would be measured on the text it was tuned on; pass a "
+            "held-out text that the calibration text does not contain"
+        )
+    _check_model_config(args, model)
     return model, calib, text
+
+
+def _check_model_config(args: argparse.Namespace, model: Path) -> None:
+    """A full-precision model that takes the demo's sequence lengths."""
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    if method:
+        raise DemoInputError(
+            f"--model {model} is already quantized ({method}); the demo quantizes "
+            "a full-precision model: pass the one this checkpoint came from"
+        )
+    limit = config.get("max_position_embeddings")
+    for flag, n in (("--seqlen", args.seqlen), ("--eval-seq-len", args.eval_seq_len)):
+        if isinstance(limit, int) and n > limit:
+            raise DemoInputError(
+                f"{flag} {n} exceeds the model's max_position_embeddings ({limit}); "
+                f"pass {flag} {limit} or less"
+            )
 
 
 def _check_space(args: argparse.Namespace, model: Path, out: Path) -> None:
@@ -327,10 +360,11 @@ def _run(args: argparse.Namespace) -> int:
     model_dir, calib, text = _inputs(args)
     _check_space(args, model_dir, out)
     samples = _samples(args, model_dir, calib)
+    heldout = _heldout_ids(args, model_dir, text)
     created = not out.exists()
     _prepare_out(out)
     try:
-        return _demo(args, started, out, model_dir, calib, text, samples)
+        return _demo(args, started, out, model_dir, (calib, text), samples, heldout)
     except BaseException:
         # a failed run leaves neither the work files nor a folder it created
         shutil.rmtree(out / ".work", ignore_errors=True)
@@ -344,10 +378,11 @@ def _demo(
     started: float,
     out: Path,
     model_dir: Path,
-    calib: Path,
-    text: Path,
+    texts: tuple[Path, Path],
     samples: list,
+    heldout: Any,
 ) -> int:
+    calib, text = texts
     import torch
 
     from vsraq_modifier.cli.runs import quantize_checkpoint
@@ -390,7 +425,7 @@ def _demo(
     shutil.rmtree(work, ignore_errors=True)
 
     _stage("[3/3] routing report: reference vs mse and vsraq on held-out text")
-    report = _report(args, model_dir, text, out)
+    report = _report(args, model_dir, heldout, out)
     summary = _summary(report, runs)
     doc = {
         "settings": settings,
@@ -416,12 +451,24 @@ def _demo(
     return 0
 
 
-def _report(args: argparse.Namespace, model_dir: Path, text: Path, out: Path):
+def _heldout_ids(args: argparse.Namespace, model_dir: Path, text: Path) -> Any:
+    """The report's token ids, read before tuning (too short a text would
+    otherwise fail after both quantizations)."""
+    from vsraq_modifier.metrics.loading import load_token_ids
+
+    ids = load_token_ids(text, model_dir, args.eval_tokens, what="--text")
+    if ids.numel() < 2:
+        raise DemoInputError(
+            f"--text {text} has {ids.numel()} token(s); the report needs at least 2"
+        )
+    return ids
+
+
+def _report(args: argparse.Namespace, model_dir: Path, token_ids: Any, out: Path):
     from vsraq_modifier.metrics import evaluate_routing
-    from vsraq_modifier.metrics.loading import load_model, load_token_ids
+    from vsraq_modifier.metrics.loading import load_model
     from vsraq_modifier.metrics.plot import plot_report
 
-    token_ids = load_token_ids(text, model_dir, args.eval_tokens, what="--text")
     reference = load_model(model_dir).model
 
     def loader(path: Path):
