@@ -98,6 +98,14 @@ def _jaccard(ref: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return inter / (2 * k - inter)
 
 
+def _kl_sum(ref_lp: torch.Tensor, q_lp: torch.Tensor) -> float:
+    """Sum over positions of KL(ref || q), from float32 log-probabilities
+    renormalised in float64 (so the sum cannot go below zero by rounding)."""
+    r = torch.log_softmax(ref_lp.double(), dim=-1)
+    q = torch.log_softmax(q_lp.double(), dim=-1)
+    return float((r.exp() * (r - q)).sum().item())
+
+
 def _downstream(unit: Unit, layers: list[int]) -> list[int]:
     after_block = unit.kind in ("experts", "expert", "shared")
     return [layer for layer in layers if layer > unit.layer or (
@@ -157,9 +165,7 @@ def measure(
                         kl_sum, n_pred, dis_sum, n_tok = 0.0, 0, 0.0, 0
                         for ids, (ref_lp, ref_idx) in zip(chunks[d], ref[d]):
                             q_lp, q_idx = _run(model, capture, ids)
-                            kl_sum += float(
-                                (ref_lp.exp() * (ref_lp - q_lp)).sum().item()
-                            )
+                            kl_sum += _kl_sum(ref_lp, q_lp)
                             n_pred += ref_lp.shape[0]
                             for layer in down:
                                 j = _jaccard(ref_idx[layer], q_idx[layer])
