@@ -243,3 +243,7 @@ def test_bad_input_exits_2_with_one_line(ckpts, capsys, tmp_path):
         assert code == 2, path
         assert out == "" and err.count("\n") == 1, err
         assert err.startswith("vsraq check-serving: error: ") and message in err, err
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-serving", str(good), "--tensor-parallel-size", "0"])
+    assert exit_.value.code == 2
+    assert "argument --tensor-parallel-size: 0: must be >= 1" in capsys.readouterr().err

@@ -273,6 +273,14 @@ def test_unreadable_inputs_raise_checkpoint_error(tmp_path):
     )
     with pytest.raises(CheckpointError, match="format='llm_compressor'"):
         check_checkpoint(auto_round)
+    gptq = synthetic_moe(
+        tmp_path / "gptq", bits=4, group=64, qconfig={"quant_method": "gptq"}
+    )
+    with pytest.raises(CheckpointError, match="quant_method 'gptq'; check-serving"):
+        check_checkpoint(gptq)
+    (gptq / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        check_checkpoint(gptq)
 
 
 def test_tensor_parallel_ranks_each_hold_a_slice_of_the_intermediate(tmp_path):
