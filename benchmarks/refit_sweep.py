@@ -34,19 +34,34 @@ from vsraq_modifier.refit import RefitOptions  # noqa: E402
 VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
 for _r in (1e-4, 1e-3, 1e-2, 1e-1):
     VARIANTS[f"centred-uniform-{_r:g}"] = {"target": "centred", "ridge": _r}
-    VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
+# uniform weights: the centred solution is the logits one minus a shared shift per
+# token (softmax cannot see it), so one logits row shows the two route the same
+VARIANTS["logits-uniform-0.001"] = {"target": "logits", "ridge": 1e-3}
 for _r in (1e-3, 1e-2, 1e-1):
-    VARIANTS[f"centred-boundary-{_r:g}"] = {"target": "centred", "weights": "boundary",
-                                            "ridge": _r}
+    VARIANTS[f"centred-boundary-{_r:g}"] = {
+        "target": "centred",
+        "weights": "boundary",
+        "ridge": _r,
+    }
 for _r in (1e-4, 1e-3, 1e-2):
-    VARIANTS[f"centred-uniform-{_r:g}-refitall"] = {"target": "centred", "ridge": _r,
-                                                    "refit_all": True}
+    VARIANTS[f"centred-uniform-{_r:g}-refitall"] = {
+        "target": "centred",
+        "ridge": _r,
+        "refit_all": True,
+    }
 for _rho in (1.0, 0.1):
     VARIANTS[f"centred-uniform-0.001-margin{_rho:g}"] = {
-        "target": "centred", "ridge": 1e-3, "refine": 20, "refine_weight": _rho}
+        "target": "centred",
+        "ridge": 1e-3,
+        "refine": 20,
+        "refine_weight": _rho,
+    }
 for _r in (1e-3, 1e-2):
-    VARIANTS[f"centred-uniform-{_r:g}-nosafeguard"] = {"target": "centred", "ridge": _r,
-                                                       "holdout": 0.0}
+    VARIANTS[f"centred-uniform-{_r:g}-nosafeguard"] = {
+        "target": "centred",
+        "ridge": _r,
+        "holdout": 0.0,
+    }
 
 
 #: variants for the tiny random sigmoid-router models (--tiny)
@@ -54,12 +69,21 @@ TINY_VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
 for _r in (1e-3, 1e-2):
     TINY_VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
     TINY_VARIANTS[f"sigmoid-uniform-{_r:g}"] = {"target": "sigmoid", "ridge": _r}
-    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-gn3"] = {"target": "sigmoid", "ridge": _r,
-                                                    "iters": 3}
+    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-gn3"] = {
+        "target": "sigmoid",
+        "ridge": _r,
+        "iters": 3,
+    }
     TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-corrbias"] = {
-        "target": "sigmoid", "ridge": _r, "correction_bias": True}
-    TINY_VARIANTS[f"sigmoid-boundary-{_r:g}"] = {"target": "sigmoid", "ridge": _r,
-                                                 "weights": "boundary"}
+        "target": "sigmoid",
+        "ridge": _r,
+        "correction_bias": True,
+    }
+    TINY_VARIANTS[f"sigmoid-boundary-{_r:g}"] = {
+        "target": "sigmoid",
+        "ridge": _r,
+        "weights": "boundary",
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,15 +98,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--seqlen", type=int, default=256, help="tokens per window (default 256)")
     a("--threads", type=int, default=1, help="torch threads (default 1)")
     a("--table", action="store_true", help="print the results table and exit")
-    a("--tiny", metavar="FAMILY", default=None,
-      help="instead: tiny random models of FAMILY (e.g. deepseek_v3), 3-bit "
-      "round-to-nearest weights, random token ids, seeds 0-2 (correctness, not a "
-      "measurement of a trained model)")
+    a(
+        "--tiny",
+        metavar="FAMILY",
+        default=None,
+        help="instead: tiny random models of FAMILY (e.g. deepseek_v3), 3-bit "
+        "round-to-nearest weights, random token ids, seeds 0-2 (correctness, not a "
+        "measurement of a trained model)",
+    )
     return ap.parse_args(argv)
 
 
 def run_dir(args: argparse.Namespace) -> Path:
-    return HERE / "runs" / f"refit-it{args.iters}-n{args.nsamples}x{args.seqlen}-s{args.seed}"
+    return (
+        HERE
+        / "runs"
+        / f"refit-it{args.iters}-n{args.nsamples}x{args.seqlen}-s{args.seed}"
+    )
 
 
 def _cpu() -> float:
@@ -98,10 +130,22 @@ def _checkpoint(args, out: Path, method: str, scheme: str, samples) -> dict:
     if out.exists() and meta.exists():
         return json.loads(meta.read_text())
     cpu = _cpu()
-    q = quantize_checkpoint(data.shipped_model_dir(), out, method=method, scheme=scheme,
-                            dataset=samples, seed=args.seed, iters=args.iters)
-    info = {"method": method, "scheme": scheme, "seconds": q.seconds,
-            "cpu_seconds": _cpu() - cpu, "settings": q.settings}
+    q = quantize_checkpoint(
+        data.shipped_model_dir(),
+        out,
+        method=method,
+        scheme=scheme,
+        dataset=samples,
+        seed=args.seed,
+        iters=args.iters,
+    )
+    info = {
+        "method": method,
+        "scheme": scheme,
+        "seconds": q.seconds,
+        "cpu_seconds": _cpu() - cpu,
+        "settings": q.settings,
+    }
     meta.write_text(json.dumps(info, indent=1))
     return info
 
@@ -137,8 +181,14 @@ def _evaluate(reference, quantized, batches, ref_cache: dict) -> dict:
         count += a.shape[0] * a.shape[1]
     layers = {m.layer: m.jaccard for m in acc.result()}
     mean_j = sum(layers.values()) / len(layers)
-    return {"jaccard": layers, "mean_jaccard": mean_j, "disagreement": 1 - mean_j,
-            "kl": kl / count, "perplexity": math.exp(nll / count), "tokens": count}
+    return {
+        "jaccard": layers,
+        "mean_jaccard": mean_j,
+        "disagreement": 1 - mean_j,
+        "kl": kl / count,
+        "perplexity": math.exp(nll / count),
+        "tokens": count,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,21 +206,28 @@ def main(argv: list[str] | None = None) -> int:
         split_tokens,
         text_token_ids,
     )
-    from vsraq_modifier.cli.refit import _batches, refit_routers
     from vsraq_modifier.metrics.loading import load_model
+    from vsraq_modifier.refit_model import batches, refit_routers
 
     (out / "work").mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("seed", "iters", "nsamples", "seqlen")}
     rj = out / "run.json"
     if rj.exists() and json.loads(rj.read_text())["settings"] != settings:
         raise SystemExit(f"{rj}: other settings; choose another run directory")
-    rj.write_text(json.dumps({"settings": settings, "command": " ".join(sys.argv),
-                              "variants": VARIANTS}, indent=1))
+    rj.write_text(
+        json.dumps(
+            {"settings": settings, "command": " ".join(sys.argv), "variants": VARIANTS},
+            indent=1,
+        )
+    )
     model_dir = data.shipped_model_dir()
     ids = text_token_ids(data.calibration_text_path(), model_dir)
-    samples = calibration_samples(split_tokens(ids, "calibration"),
-                                  nsamples=args.nsamples, seqlen=args.seqlen,
-                                  seed=args.seed)
+    samples = calibration_samples(
+        split_tokens(ids, "calibration"),
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        seed=args.seed,
+    )
     val = _chunks(split_tokens(ids, "validation"), 256)
     reference = load_model(model_dir, dtype="float32").model
     ref_cache: dict = {}
@@ -178,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             ck = out / "work" / f"{method}__{scheme}"
             info = _checkpoint(args, ck, method, scheme, samples)
-            todo = [v for v in args.variants
-                    if not (out / f"{v}__{method}__{scheme}.json").exists()]
+            todo = [
+                v
+                for v in args.variants
+                if not (out / f"{v}__{method}__{scheme}.json").exists()
+            ]
             if not todo:
                 continue
             quantized = load_model(ck, dtype="float32").model
@@ -195,25 +255,44 @@ def main(argv: list[str] | None = None) -> int:
                 t0, c0 = time.perf_counter(), _cpu()
                 routers = []
                 if opts.method != "none":
-                    res = refit_routers(reference, quantized,
-                                        _batches(samples, 8, "cpu"), opts,
-                                        progress=False)
-                    routers = [{"layer": s.layer, "accepted": r.accepted,
-                                "fit_error": [r.fit_error_before, r.fit_error_after],
-                                "held_jaccard": [r.agreement_before, r.agreement_after]}
-                               for s, r in res]
+                    res = refit_routers(
+                        reference,
+                        quantized,
+                        batches(samples, 8, "cpu"),
+                        opts,
+                        progress=False,
+                    )
+                    routers = [
+                        {
+                            "layer": s.layer,
+                            "accepted": r.accepted,
+                            "fit_error": [r.fit_error_before, r.fit_error_after],
+                            "held_jaccard": [r.agreement_before, r.agreement_after],
+                        }
+                        for s, r in res
+                    ]
                 fit_s, fit_cpu = time.perf_counter() - t0, _cpu() - c0
                 ev = _evaluate(reference, quantized, val, ref_cache)
-                rec = {"variant": v, "options": VARIANTS[v], "method": method,
-                       "scheme": scheme, "checkpoint": info, "routers": routers,
-                       "fit_seconds": fit_s, "fit_cpu_seconds": fit_cpu,
-                       "validation": ev}
+                rec = {
+                    "variant": v,
+                    "options": VARIANTS[v],
+                    "method": method,
+                    "scheme": scheme,
+                    "checkpoint": info,
+                    "routers": routers,
+                    "fit_seconds": fit_s,
+                    "fit_cpu_seconds": fit_cpu,
+                    "validation": ev,
+                }
                 tmp = out / f"{v}__{method}__{scheme}.json.tmp"
                 tmp.write_text(json.dumps(rec, indent=1))
                 tmp.rename(out / f"{v}__{method}__{scheme}.json")
-                print(f"{scheme} {method} {v}: disagreement "
-                      f"{ev['disagreement']:.4f} kl {ev['kl']:.5f} "
-                      f"ppl {ev['perplexity']:.3f} fit {fit_s:.1f}s", flush=True)
+                print(
+                    f"{scheme} {method} {v}: disagreement "
+                    f"{ev['disagreement']:.4f} kl {ev['kl']:.5f} "
+                    f"ppl {ev['perplexity']:.3f} fit {fit_s:.1f}s",
+                    flush=True,
+                )
     print(table(out))
     return 0
 
@@ -221,10 +300,16 @@ def main(argv: list[str] | None = None) -> int:
 def table(out: Path) -> str:
     """Markdown: per variant and checkpoint, validation disagreement as a ratio to
     the same checkpoint without re-fit (and routers kept re-fitted)."""
-    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*__*__*.json"))
-            if not p.name.startswith("ckpt__")]
-    base = {(r["method"], r["scheme"]): r["validation"] for r in recs
-            if r["variant"] == "none"}
+    recs = [
+        json.loads(p.read_text())
+        for p in sorted(out.glob("*__*__*.json"))
+        if not p.name.startswith("ckpt__")
+    ]
+    base = {
+        (r["method"], r["scheme"]): r["validation"]
+        for r in recs
+        if r["variant"] == "none"
+    }
     cols = sorted({(r["scheme"], r["method"]) for r in recs}, reverse=True)
     head = "| variant | " + " | ".join(f"{s} {m}" for s, m in cols) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
@@ -241,8 +326,9 @@ def table(out: Path) -> str:
             ratio = ev["disagreement"] / b["disagreement"] if b else float("nan")
             extra = f" ({kept}/{len(r['routers'])})" if r["routers"] else ""
             dkl = (ev["kl"] / b["kl"] - 1) * 100 if b else float("nan")
-            cells.append(f"{ev['disagreement']:.4f} = {ratio:.2f}x, KL {dkl:+.0f}%"
-                         f"{extra}")
+            cells.append(
+                f"{ev['disagreement']:.4f} = {ratio:.2f}x, KL {dkl:+.0f}%{extra}"
+            )
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -284,21 +370,24 @@ def _tiny_pair(family: str, seed: int):
 
 
 def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
-    from vsraq_modifier.cli.refit import refit_routers
     from vsraq_modifier.metrics.hooks import RoutingCapture
     from vsraq_modifier.metrics.routing import RoutingAccumulator
+    from vsraq_modifier.refit_model import refit_routers
     from vsraq_modifier.routers import find_routers
 
     out = HERE / "runs" / f"refit-tiny-{family}"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
-    for seed in ((0, 1, 2) if not only_table else ()):
+    for seed in (0, 1, 2) if not only_table else ():
         todo = [v for v in TINY_VARIANTS if not (out / f"{v}__s{seed}.json").exists()]
         for v in todo:
             reference, quantized, cal, val = _tiny_pair(family, seed)
             opts = RefitOptions(**{"method": "ridge", **TINY_VARIANTS[v]})
-            res = [] if opts.method == "none" else refit_routers(
-                reference, quantized, cal, opts, progress=False)
+            res = (
+                []
+                if opts.method == "none"
+                else refit_routers(reference, quantized, cal, opts, progress=False)
+            )
             acc = RoutingAccumulator()
             for ids in val:
                 with torch.no_grad():
@@ -309,17 +398,28 @@ def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
                 for layer, r in a.routings.items():
                     acc.update(layer, r, b.routings[layer])
             j = [m.jaccard for m in acc.result()]
-            rec = {"variant": v, "options": TINY_VARIANTS[v], "seed": seed,
-                   "mean_jaccard": sum(j) / len(j), "jaccard": j,
-                   "kept": [r.accepted for _, r in res]}
+            rec = {
+                "variant": v,
+                "options": TINY_VARIANTS[v],
+                "seed": seed,
+                "mean_jaccard": sum(j) / len(j),
+                "jaccard": j,
+                "kept": [r.accepted for _, r in res],
+            }
             (out / f"{v}__s{seed}.json").write_text(json.dumps(rec, indent=1))
     recs = [json.loads(p.read_text()) for p in sorted(out.glob("*__s*.json"))]
     base = {r["seed"]: 1 - r["mean_jaccard"] for r in recs if r["variant"] == "none"}
-    lines = ["| variant | disagreement / none, per seed | routers kept |", "|---|---|---|"]
+    lines = [
+        "| variant | disagreement / none, per seed | routers kept |",
+        "|---|---|---|",
+    ]
     for v in TINY_VARIANTS:
         rs = sorted((r for r in recs if r["variant"] == v), key=lambda r: r["seed"])
-        ratios = " ".join(f"{(1 - r['mean_jaccard']) / base[r['seed']]:.2f}x"
-                          for r in rs if r["seed"] in base)
+        ratios = " ".join(
+            f"{(1 - r['mean_jaccard']) / base[r['seed']]:.2f}x"
+            for r in rs
+            if r["seed"] in base
+        )
         kept = sum(sum(r["kept"]) for r in rs), sum(len(r["kept"]) for r in rs)
         lines.append(f"| {v} | {ratios} | {kept[0]}/{kept[1]} |")
     print("\n".join(lines))

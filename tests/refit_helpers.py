@@ -16,8 +16,13 @@ __all__ = ["make_text", "quantize", "shard_tensors", "tiny_checkpoint"]
 ROUTER_IGNORE = "re:.*mlp.gate$"
 
 
-def quantize(reference: Path, out: Path, *, ignore_router: bool = True,
-             max_shard_size: str | None = "20KB") -> Path:
+def quantize(
+    reference: Path,
+    out: Path,
+    *,
+    ignore_router: bool = True,
+    max_shard_size: str | None = "20KB",
+) -> Path:
     """llm-compressor W4A16 (int4, symmetric, group 32) of ``reference``, saved
     compressed into ``out`` (several shards unless ``max_shard_size`` is None)."""
     import torch
@@ -26,12 +31,13 @@ def quantize(reference: Path, out: Path, *, ignore_router: bool = True,
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
-    weights = dict(num_bits=4, type="int", symmetric=True, strategy="group",
-                   group_size=32)
+    weights = dict(
+        num_bits=4, type="int", symmetric=True, strategy="group", group_size=32
+    )
     ignore = ["lm_head", *([ROUTER_IGNORE] if ignore_router else [])]
     recipe = QuantizationModifier(
-        config_groups={"g": {"targets": ["Linear"], "weights": weights}},
-        ignore=ignore)
+        config_groups={"g": {"targets": ["Linear"], "weights": weights}}, ignore=ignore
+    )
     oneshot(model=model, recipe=recipe)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(out, save_compressed=True, **kwargs)
@@ -44,13 +50,20 @@ def shard_tensors(path: Path) -> tuple[bytes, dict[str, bytes]]:
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + n])
-    data = {k: raw[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]]
-            for k, v in header.items() if k != "__metadata__"}
+    data = {
+        k: raw[8 + n + v["data_offsets"][0] : 8 + n + v["data_offsets"][1]]
+        for k, v in header.items()
+        if k != "__metadata__"
+    }
     return raw[: 8 + n], data
 
 
-def fake_quantize(model, bits: int = 3, group: int = 16, skip: tuple[str, ...] = (
-        "embed", "lm_head", "mlp.gate.", "mlp.router.", "norm")) -> None:
+def fake_quantize(
+    model,
+    bits: int = 3,
+    group: int = 16,
+    skip: tuple[str, ...] = ("embed", "lm_head", "mlp.gate.", "mlp.router.", "norm"),
+) -> None:
     """Round every weight matrix of ``model`` but the routers, embeddings and norms
     to ``bits``-bit symmetric groups of ``group`` along the input (in place): a
     host-free stand-in for a weight-only quantizer on the tiny models."""

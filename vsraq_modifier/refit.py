@@ -18,9 +18,10 @@ Targets (``RefitOptions.target``): ``logits`` (the reference logits), ``centred`
 shared shift, so none is spent on it), ``sigmoid`` (sigmoid routers: a fit in
 score space, where the ranking happens: first the ridge on logits weighted by
 sigmoid'(z*)^2, the linearisation at the reference, then ``iters - 1`` Gauss-Newton
-steps on the score-space error with backtracking). Weights: ``uniform``, or ``boundary`` (only the reference's
-k-th and (k+1)-th experts of each token, and for group-limited routers the two best
-experts of the last kept and the first dropped group). ``correction_bias``: also
+steps on the score-space error with backtracking). Weights: ``uniform``, or
+``boundary`` (only the reference's k-th and (k+1)-th experts of each token, and
+for group-limited routers the two best experts of the last kept and the first
+dropped group). ``correction_bias``: also
 fit a selection-only bias (DeepSeek-V3 ``e_score_correction_bias``) in score space.
 
 :func:`refit_router` adds the safeguard: it fits on part of the valid tokens and
@@ -39,8 +40,8 @@ import torch
 from torch import Tensor
 
 from vsraq_modifier.objective.pair import NonFiniteRoutingError
-from vsraq_modifier.refit_margin import margin_refine
-from vsraq_modifier.routing import RouterSpec, group_mask, route, selection_scores
+from vsraq_modifier.refit_solve import Target, boundary_weights, fit64, resolved_target
+from vsraq_modifier.routing import RouterSpec, route
 
 __all__ = [
     "DEFAULT_RIDGE",
@@ -56,7 +57,6 @@ __all__ = [
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
 DEFAULT_RIDGE = 1e-2
-Target = Literal["auto", "logits", "centred", "sigmoid"]
 Weighting = Literal["uniform", "boundary"]
 
 
@@ -133,22 +133,12 @@ class RefitResult:
         )
 
 
-def resolved_target(spec: RouterSpec, target: Target) -> str:
-    """``auto``: centred for softmax and logits routers, sigmoid for sigmoid ones;
-    refuses a target that does not fit the router."""
-    if target == "auto":
-        return "sigmoid" if spec.score_fn == "sigmoid" else "centred"
-    if target == "centred" and spec.score_fn == "sigmoid":
-        raise ValueError("target='centred' does not fit a sigmoid router: its "
-                         "scores see a shared shift; use sigmoid or logits")
-    if target == "sigmoid" and spec.score_fn != "sigmoid":
-        raise ValueError(f"target='sigmoid' needs a sigmoid router, this one is "
-                         f"{spec.score_fn}; use centred or logits")
-    return target
-
-
-def jaccard(logits: Tensor, ref_logits: Tensor, spec: RouterSpec,
-            ref_spec: RouterSpec | None = None) -> float:
+def jaccard(
+    logits: Tensor,
+    ref_logits: Tensor,
+    spec: RouterSpec,
+    ref_spec: RouterSpec | None = None,
+) -> float:
     """Mean Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``."""
     if logits.shape[0] == 0:
         return float("nan")
@@ -158,28 +148,6 @@ def jaccard(logits: Tensor, ref_logits: Tensor, spec: RouterSpec,
     sb = torch.zeros(b.shape[0], e, dtype=torch.bool).scatter_(-1, b.cpu(), True)
     inter = (sa & sb).sum(-1).double()
     return float((inter / (sa | sb).sum(-1).double()).mean())
-
-
-def boundary_weights(ref_logits: Tensor, spec: RouterSpec) -> Tensor:
-    """[T, E] float64: 1 on each token's k-th and (k+1)-th experts by the
-    reference's selection scores (inside its kept groups) and, for group-limited
-    routers, on the two best experts of the last kept and the first dropped group."""
-    z = ref_logits.reshape(-1, spec.num_experts).float()
-    s = selection_scores(z, spec).double()
-    w = torch.zeros_like(s)
-    choice = s.masked_fill(~group_mask(s, spec), float("-inf"))
-    k = spec.top_k
-    order = choice.argsort(dim=-1, descending=True)
-    w.scatter_(-1, order[:, k - 1 : min(k + 1, spec.num_experts)], 1.0)
-    if spec.group_limited:
-        per = spec.num_experts // spec.n_group
-        grouped = s.view(-1, spec.n_group, per)
-        top2 = grouped.topk(min(2, per), dim=-1)
-        gorder = top2.values.sum(-1).argsort(dim=-1, descending=True)
-        for g in gorder[:, spec.topk_group - 1 : spec.topk_group + 1].unbind(-1):
-            best = top2.indices.gather(1, g[:, None, None].expand(-1, 1, top2.indices.shape[-1]))
-            w.scatter_(-1, g[:, None] * per + best[:, 0], 1.0)
-    return w
 
 
 def _check_finite(**tensors: Tensor | None) -> None:
@@ -195,131 +163,23 @@ def _check_finite(**tensors: Tensor | None) -> None:
             )
 
 
-def _solve(x: Tensor, y: Tensor, w: Tensor, reg: Tensor, prior: Tensor,
-           s: Tensor | None = None, ones: bool = False) -> Tensor:
-    """Per expert row e: argmin_th sum_t w_te (phi_et . th - y_te)^2 + sum_j
-    reg_ej (th_j - prior_ej)^2 with features phi_et = [s_te x_t, (1 if ``ones``)].
-    ``x``: [T, P]; ``y``: [T, E]; ``w``: [T, 1] (shared) or [T, E]; ``s``: [T, E]
-    or None (1); ``reg``, ``prior``: [E, P (+1)]. Returns [E, P (+1)] (float64).
-    Per expert only the tokens it weights enter its Gram matrix, which is built
-    from ``x`` itself (no [E, T, P] tensor)."""
-    e = prior.shape[0]
-    if s is None and not ones and w.shape[1] == 1 and bool((reg == reg[:1]).all()):
-        gram = x.T @ (x * w) + torch.diag(reg[0])
-        rhs = (y * w).T @ x + reg * prior
-        return torch.linalg.solve(gram, rhs.T).T
-    out = torch.empty_like(prior)
-    for j in range(e):
-        we = w[:, j] if w.shape[1] > 1 else w[:, 0]
-        se = s[:, j] if s is not None else torch.ones_like(we)
-        keep = we > 0
-        xe, we, se, ye = x[keep], we[keep], se[keep], y[keep, j]
-        gram = xe.T @ (xe * (we * se * se)[:, None])
-        rhs = xe.T @ (we * se * ye)
-        if ones:
-            cross = xe.T @ (we * se)
-            gram = torch.cat([torch.cat([gram, cross[:, None]], 1),
-                              torch.cat([cross, we.sum()[None]])[None]], 0)
-            rhs = torch.cat([rhs, (we * ye).sum()[None]])
-        gram = gram + torch.diag(reg[j])
-        out[j] = torch.linalg.solve(gram, rhs + reg[j] * prior[j])
-    return out
-
-
-def _centre(z: Tensor) -> Tensor:
-    return z - z.mean(dim=-1, keepdim=True)
-
-
-def _fit64(x: Tensor, ref: Tensor, w0: Tensor, b0: Tensor | None, c0: Tensor | None,
-           spec: RouterSpec, options: RefitOptions
-           ) -> tuple[Tensor, Tensor | None, Tensor | None, float, float]:
-    """The fit in float64 on valid tokens: (W, b, correction bias, error before,
-    error after)."""
-    target = resolved_target(spec, options.target)
-    t = x.shape[0]
-    ms = float((x * x).mean()) or 1.0
-    ones = torch.ones(t, 1, dtype=torch.float64)
-    xa = torch.cat([x, ones], 1) if b0 is not None else x
-    theta0 = torch.cat([w0, b0[:, None]], 1) if b0 is not None else w0
-    base = (boundary_weights(ref, spec) if options.weights == "boundary"
-            else torch.ones(t, 1, dtype=torch.float64))
-    mass = base.sum(0) if base.shape[1] > 1 else base.sum(0).expand(spec.num_experts)
-    col = torch.full((xa.shape[1],), ms, dtype=torch.float64)
-    if b0 is not None:
-        col[-1] = 1.0
-    if target != "sigmoid":
-        reg = options.ridge * mass[:, None] * col[None, :]
-        z0 = xa @ theta0.T
-        r = ref - z0
-        if target == "centred":
-            r = _centre(r)
-        delta = _solve(xa, r, base, reg.clamp_min(1e-300), torch.zeros_like(theta0))
-        theta = theta0 + delta
-        if options.refine:
-            theta = margin_refine(xa, ref, theta, spec, options.refine,
-                                  options.refine_weight)
-        res_after = ref - xa @ theta.T
-        if target == "centred":
-            res_after = _centre(res_after)
-        err = lambda res: float((base * res * res).sum() / (base.sum() * (  # noqa: E731
-            1 if base.shape[1] > 1 else spec.num_experts)))
-        w, b = (theta[:, :-1], theta[:, -1]) if b0 is not None else (theta, None)
-        return w, b, c0, err(r), err(res_after)
-    # sigmoid: Gauss-Newton in score space, sigma(z') ~ sigma(z) + sigma'(z) dz
-    s_ref = ref.sigmoid()
-    theta, corr = theta0.clone(), (c0.clone() if c0 is not None else None)
-    fit_c = options.correction_bias and c0 is not None
-
-    def err(th: Tensor, c: Tensor | None) -> float:
-        res = s_ref - (xa @ th.T).sigmoid()
-        if c is not None and c0 is not None:
-            res = res - (c - c0)
-        num = (base * res * res).sum()
-        return float(num / (base.sum() * (1 if base.shape[1] > 1 else spec.num_experts)))
-
-    before = current = err(theta, corr)
-    for it in range(options.iters):
-        z = xa @ theta.T
-        if it == 0:  # linearised at the reference: s' - s* ~ sigma'(z*) (z' - z*)
-            d = s_ref * (1 - s_ref)
-            y = d * (ref - z)
-        else:  # Gauss-Newton at the current fit, sigma(z') ~ sigma(z) + sigma'(z) dz
-            sz = z.sigmoid()
-            d = sz * (1 - sz)
-            y = s_ref - sz - ((corr - c0) if fit_c else 0.0)
-        prior = theta0 - theta
-        scale = (d * d).mean(0)[:, None] * col[None, :]
-        if fit_c:
-            prior = torch.cat([prior, (c0 - corr)[:, None]], 1)
-            scale = torch.cat([scale, torch.ones(scale.shape[0], 1, dtype=scale.dtype)], 1)
-        ww = base if base.shape[1] > 1 else base.expand(t, spec.num_experts)
-        reg = (options.ridge * mass[:, None] * scale).clamp_min(1e-300)
-        step = _solve(xa, y, ww, reg, prior, s=d, ones=fit_c)
-        # backtracking: a Gauss-Newton step on saturated logits can overshoot
-        for alpha in (1.0, 0.5, 0.25, 0.125, 0.0625) if it else (1.0,):
-            th = theta + alpha * step[:, : theta.shape[1]]
-            c = corr + alpha * step[:, -1] if fit_c else corr
-            e = err(th, c)
-            if it == 0 or e < current:
-                theta, corr, current = th, c, e
-                break
-        else:
-            break
-    w, b = (theta[:, :-1], theta[:, -1]) if b0 is not None else (theta, None)
-    return w, b, corr, before, current
-
-
-def _like(new: Tensor | None, old: Tensor | None, dtype: torch.dtype | None = None
-          ) -> Tensor | None:
+def _like(
+    new: Tensor | None, old: Tensor | None, dtype: torch.dtype | None = None
+) -> Tensor | None:
     if new is None or old is None:
         return old
     return new.to(device=old.device, dtype=dtype or old.dtype).reshape(old.shape)
 
 
-def fit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Tensor,
-               ref_logits: Tensor, mask: Tensor | None = None,
-               options: RefitOptions = RefitOptions(method="ridge"),
-               ) -> tuple[RouterFit, float, float]:
+def fit_router(
+    weight: Tensor,
+    bias: Tensor | None,
+    spec: RouterSpec,
+    x_q: Tensor,
+    ref_logits: Tensor,
+    mask: Tensor | None = None,
+    options: RefitOptions = RefitOptions(method="ridge"),
+) -> tuple[RouterFit, float, float]:
     """The ridge fit of one router on all valid tokens, no safeguard:
     (tensors in the router's dtypes and shapes, fit error before, after).
 
@@ -332,20 +192,29 @@ def fit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Tenso
     c0 = spec.bias.detach().double().cpu() if spec.bias is not None else None
     if x.shape[0] == 0:
         return RouterFit(weight, bias, spec.bias), float("nan"), float("nan")
-    w, b, c, before, after = _fit64(
-        x, ref, weight.detach().double().cpu(),
-        bias.detach().double().cpu() if bias is not None else None, c0, spec, options)
+    w, b, c, before, after = fit64(
+        x,
+        ref,
+        weight.detach().double().cpu(),
+        bias.detach().double().cpu() if bias is not None else None,
+        c0,
+        spec,
+        options,
+    )
     fit = RouterFit(_like(w, weight), _like(b, bias), _like(c, spec.bias))
     return fit, before, after
 
 
-def _valid(x_q: Tensor, ref: Tensor, mask: Tensor | None, h: int, e: int
-           ) -> tuple[Tensor, Tensor]:
+def _valid(
+    x_q: Tensor, ref: Tensor, mask: Tensor | None, h: int, e: int
+) -> tuple[Tensor, Tensor]:
     x = x_q.reshape(-1, x_q.shape[-1])
     z = ref.reshape(-1, ref.shape[-1])
     if x.shape[-1] != h or z.shape[-1] != e or x.shape[0] != z.shape[0]:
-        raise ValueError(f"router re-fit: inputs {tuple(x_q.shape)} and reference "
-                         f"logits {tuple(ref.shape)} do not match a router [{e}, {h}]")
+        raise ValueError(
+            f"router re-fit: inputs {tuple(x_q.shape)} and reference "
+            f"logits {tuple(ref.shape)} do not match a router [{e}, {h}]"
+        )
     if mask is not None:
         keep = mask.reshape(-1).to(torch.bool).cpu()
         if keep.numel() != x.shape[0]:
@@ -360,10 +229,16 @@ def _logits(x: Tensor, fit: RouterFit) -> Tensor:
     return out + fit.bias.detach().float().cpu() if fit.bias is not None else out
 
 
-def refit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Tensor,
-                 ref_logits: Tensor, mask: Tensor | None = None,
-                 options: RefitOptions = RefitOptions(method="ridge"),
-                 dtype: torch.dtype | None = None) -> RefitResult:
+def refit_router(
+    weight: Tensor,
+    bias: Tensor | None,
+    spec: RouterSpec,
+    x_q: Tensor,
+    ref_logits: Tensor,
+    mask: Tensor | None = None,
+    options: RefitOptions = RefitOptions(method="ridge"),
+    dtype: torch.dtype | None = None,
+) -> RefitResult:
     """Re-fit one router with the held-aside safeguard (arguments as
     :func:`fit_router`; ``dtype``: the dtype the tensors will be stored in, default
     the router's own; the check routes with the fit rounded to it).
@@ -384,13 +259,20 @@ def refit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Ten
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed))
     hi, fi = perm[:held], perm[held:]
     fit, before, after = fit_router(weight, bias, spec, x[fi], ref[fi], None, options)
-    stored = RouterFit(_like(fit.weight, weight, dtype), _like(fit.bias, bias, dtype),
-                       fit.correction_bias)
+    stored = RouterFit(
+        _like(fit.weight, weight, dtype),
+        _like(fit.bias, bias, dtype),
+        fit.correction_bias,
+    )
     if held == 0:
-        return RefitResult(stored, True, before, after, float("nan"), float("nan"),
-                           n, 0)
-    new_spec = (dataclasses.replace(spec, bias=fit.correction_bias)
-                if fit.correction_bias is not None else spec)
+        return RefitResult(
+            stored, True, before, after, float("nan"), float("nan"), n, 0
+        )
+    new_spec = (
+        dataclasses.replace(spec, bias=fit.correction_bias)
+        if fit.correction_bias is not None
+        else spec
+    )
     old = RouterFit(_like(weight, weight, dtype), _like(bias, bias, dtype))
     z_ref = ref[hi].float()
     a0 = jaccard(_logits(x[hi], old), z_ref, spec)
@@ -398,7 +280,11 @@ def refit_router(weight: Tensor, bias: Tensor | None, spec: RouterSpec, x_q: Ten
     keep = a1 > a0
     if keep and options.refit_all:
         full, _, _ = fit_router(weight, bias, spec, x, ref, None, options)
-        stored = RouterFit(_like(full.weight, weight, dtype),
-                           _like(full.bias, bias, dtype), full.correction_bias)
-    return RefitResult(stored if keep else original, keep, before, after, a0, a1,
-                       n - held, held)
+        stored = RouterFit(
+            _like(full.weight, weight, dtype),
+            _like(full.bias, bias, dtype),
+            full.correction_bias,
+        )
+    return RefitResult(
+        stored if keep else original, keep, before, after, a0, a1, n - held, held
+    )

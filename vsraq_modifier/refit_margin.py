@@ -27,17 +27,23 @@ __all__ = ["margin_refine", "supports_refine"]
 
 def supports_refine(spec: RouterSpec) -> bool:
     """The refinement's margins are those the router ranks by."""
-    return spec.score_fn in ("softmax", "logits") and spec.bias is None and not (
-        spec.group_limited)
+    return (
+        spec.score_fn in ("softmax", "logits")
+        and spec.bias is None
+        and not (spec.group_limited)
+    )
 
 
-def margin_refine(x: Tensor, ref: Tensor, theta: Tensor, spec: RouterSpec,
-                  iters: int, rho: float) -> Tensor:
+def margin_refine(
+    x: Tensor, ref: Tensor, theta: Tensor, spec: RouterSpec, iters: int, rho: float
+) -> Tensor:
     """``iters`` L-BFGS iterations of the objective above from ``theta`` [E, P]
     (``x`` [T, P] float64 with the bias column if any, ``ref`` [T, E])."""
     if not supports_refine(spec):
-        raise ValueError("the margin refinement needs a softmax or logits router "
-                         "without selection bias or groups")
+        raise ValueError(
+            "the margin refinement needs a softmax or logits router "
+            "without selection bias or groups"
+        )
     e = spec.num_experts
     chosen = torch.zeros(ref.shape, dtype=torch.bool)
     chosen.scatter_(-1, route(ref.float(), spec).indices, True)
@@ -46,8 +52,9 @@ def margin_refine(x: Tensor, ref: Tensor, theta: Tensor, spec: RouterSpec,
     neg = torch.finfo(ref.dtype).max
 
     def margin(z: Tensor) -> Tensor:
-        return (z.masked_fill(~chosen, neg).amin(-1)
-                - z.masked_fill(chosen, -neg).amax(-1))
+        return z.masked_fill(~chosen, neg).amin(-1) - z.masked_fill(chosen, -neg).amax(
+            -1
+        )
 
     m_ref = margin(ref).clamp_min(0)
     target = m_ref.clamp_max(m_ref.median())

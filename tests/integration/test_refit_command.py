@@ -27,9 +27,24 @@ def refitted(tmp_path_factory):
     text = root / "cal.txt"
     text.write_text(make_text(6000, seed=3))
     out = root / "out"
-    code = main(["refit", "--reference", str(ref), "--quantized", str(q),
-                 "--dataset", str(text), "--nsamples", "24", "--seqlen", "64",
-                 "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "refit",
+            "--reference",
+            str(ref),
+            "--quantized",
+            str(q),
+            "--dataset",
+            str(text),
+            "--nsamples",
+            "24",
+            "--seqlen",
+            "64",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return ref, q, out, text
 
@@ -80,17 +95,38 @@ def test_routing_agreement_does_not_drop(refitted, capsys):
     ids = load_token_ids(text, ref, 24 * 64)
     reference = load_model(ref).model
     report = evaluate_routing(
-        reference, [(n, str(p), load_model(p).model) for n, p in (("q", q), ("out", out))],
-        ids, seq_len=64, progress=False)
-    j = {m.label: sum(x.jaccard for x in m.layers) / len(m.layers) for m in report.models}
+        reference,
+        [(n, str(p), load_model(p).model) for n, p in (("q", q), ("out", out))],
+        ids,
+        seq_len=64,
+        progress=False,
+    )
+    j = {
+        m.label: sum(x.jaccard for x in m.layers) / len(m.layers) for m in report.models
+    }
     assert j["out"] >= j["q"]
 
 
 def test_summary_reports_each_router(tmp_path, refitted, capsys):
     ref, q, _, text = refitted
-    code = main(["refit", "--reference", str(ref), "--quantized", str(q), "--dataset",
-                 str(text), "--nsamples", "24", "--seqlen", "64", "--no-progress",
-                 "--out", str(tmp_path / "o2")])
+    code = main(
+        [
+            "refit",
+            "--reference",
+            str(ref),
+            "--quantized",
+            str(q),
+            "--dataset",
+            str(text),
+            "--nsamples",
+            "24",
+            "--seqlen",
+            "64",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and lines[0].startswith("layer")
     rows = [ln.split() for ln in lines[1:] if ln.strip() and ln.split()[0].isdigit()]

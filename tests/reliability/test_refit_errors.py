@@ -29,15 +29,34 @@ def text(tmp_path):
 
 def _refit(tmp_path, ref, quantized, dataset, *extra):
     out = tmp_path / "out"
-    code = main(["refit", "--reference", str(ref), "--quantized", str(quantized),
-                 "--dataset", str(dataset), "--nsamples", "8", "--seqlen", "32",
-                 "--no-progress", "--out", str(out), *extra])
+    code = main(
+        [
+            "refit",
+            "--reference",
+            str(ref),
+            "--quantized",
+            str(quantized),
+            "--dataset",
+            str(dataset),
+            "--nsamples",
+            "8",
+            "--seqlen",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     return code, out
 
 
 def _one_error_line(capsys, *words):
-    err = [ln for ln in capsys.readouterr().err.splitlines()
-           if ln.startswith("vsraq refit: error:")]
+    err = [
+        ln
+        for ln in capsys.readouterr().err.splitlines()
+        if ln.startswith("vsraq refit: error:")
+    ]
     assert len(err) == 1, err
     for w in words:
         assert w in err[0], err[0]
@@ -60,11 +79,17 @@ def test_refit_checkpoint_without_routers(tmp_path, ref, text, capsys):
 
 
 def test_refit_dense_model_has_no_routers(tmp_path, text, capsys):
-    from transformers import LlamaConfig, LlamaForCausalLM
     from report_helpers import save_checkpoint
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, vocab_size=128)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=128,
+    )
     dense = save_checkpoint(LlamaForCausalLM(config), tmp_path / "dense")
     code, out = _refit(tmp_path, dense, dense, text)
     assert code == 2 and not out.exists()
@@ -83,8 +108,9 @@ def _quantize_routers(checkpoint: Path) -> None:
     for name in [k for k in tensors if k.endswith("mlp.gate.weight")]:
         w = tensors.pop(name)
         base = name.removesuffix(".weight")
-        tensors[f"{base}.weight_packed"] = torch.zeros(w.shape[0], w.shape[1] // 8,
-                                                       dtype=torch.int32)
+        tensors[f"{base}.weight_packed"] = torch.zeros(
+            w.shape[0], w.shape[1] // 8, dtype=torch.int32
+        )
         tensors[f"{base}.weight_scale"] = torch.ones(w.shape[0], w.shape[1] // 32)
         tensors[f"{base}.weight_shape"] = torch.tensor(list(w.shape))
     save_file(tensors, file, metadata={"format": "pt"})
@@ -95,7 +121,7 @@ def test_refit_quantized_router_names_the_ignore_pattern(tmp_path, ref, text, ca
     _quantize_routers(q)
     code, out = _refit(tmp_path, ref, q, text)
     assert code == 2 and not out.exists()
-    _one_error_line(capsys, "is quantized", "weight_packed", 're:.*mlp.gate$')
+    _one_error_line(capsys, "is quantized", "weight_packed", "re:.*mlp.gate$")
 
 
 def test_refit_calibration_text_too_short(tmp_path, ref, text, capsys):
@@ -113,12 +139,15 @@ def test_refit_output_exists(tmp_path, ref, text, capsys):
     assert (tmp_path / "out" / "config.json").read_text() == "{}"
 
 
-@pytest.mark.parametrize("content, suffix, words", [
-    ('{"text": "w1 w2"}\n{"txt": "w3"}\n', ".jsonl", ["record 1 has no 'text'"]),
-    ('[{"text": "w1"', ".json", ["invalid JSON at line 1"]),
-    (b"w1 \xff\xfe w2", ".txt", ["not UTF-8 text (byte 3)"]),
-    ("   \n", ".txt", ["no text"]),
-])
+@pytest.mark.parametrize(
+    "content, suffix, words",
+    [
+        ('{"text": "w1 w2"}\n{"txt": "w3"}\n', ".jsonl", ["record 1 has no 'text'"]),
+        ('[{"text": "w1"', ".json", ["invalid JSON at line 1"]),
+        (b"w1 \xff\xfe w2", ".txt", ["not UTF-8 text (byte 3)"]),
+        ("   \n", ".txt", ["no text"]),
+    ],
+)
 def test_refit_bad_dataset_file(tmp_path, ref, capsys, content, suffix, words):
     bad = tmp_path / f"data{suffix}"
     bad.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -144,7 +173,8 @@ def test_refit_bad_options(tmp_path, ref, text, capsys):
 
 def test_refit_jsonl_dataset_is_read(tmp_path, ref, capsys):
     data = tmp_path / "d.jsonl"
-    data.write_text("\n".join(f'{{"text": "{make_text(200, seed=i)}"}}'
-                              for i in range(10)))
+    data.write_text(
+        "\n".join(f'{{"text": "{make_text(200, seed=i)}"}}' for i in range(10))
+    )
     code, out = _refit(tmp_path, ref, ref, data)
     assert code == 0 and (out / "config.json").is_file()

@@ -18,13 +18,26 @@ from vsraq_modifier.refit import (
 from vsraq_modifier.routing import RouterSpec
 
 SOFTMAX = RouterSpec(num_experts=8, top_k=2, normalize=True)
-LOGITS = RouterSpec(num_experts=8, top_k=2, score_fn="logits",
-                    weight_fn="softmax_selected", score_dtype="input")
+LOGITS = RouterSpec(
+    num_experts=8,
+    top_k=2,
+    score_fn="logits",
+    weight_fn="softmax_selected",
+    score_dtype="input",
+)
 
 
 def sigmoid_spec(bias: torch.Tensor | None = None) -> RouterSpec:
-    return RouterSpec(num_experts=8, top_k=2, score_fn="sigmoid", normalize=True,
-                      bias=bias, n_group=4, topk_group=2, sorted_topk=False)
+    return RouterSpec(
+        num_experts=8,
+        top_k=2,
+        score_fn="sigmoid",
+        normalize=True,
+        bias=bias,
+        n_group=4,
+        topk_group=2,
+        sorted_topk=False,
+    )
 
 
 def ridge(r: float = 1e-3, **kw) -> RefitOptions:
@@ -41,8 +54,9 @@ def data(t: int = 512, h: int = 16, e: int = 8, seed: int = 0):
 @pytest.mark.parametrize("target", ["centred", "logits"])
 def test_no_input_error_leaves_the_router_unchanged(target):
     x, w, _ = data()
-    fit, before, after = fit_router(w, None, SOFTMAX, x, x @ w.T,
-                                    options=ridge(target=target))
+    fit, before, after = fit_router(
+        w, None, SOFTMAX, x, x @ w.T, options=ridge(target=target)
+    )
     assert torch.allclose(fit.weight, w, atol=1e-12) and before < 1e-20
     b = torch.randn(8, dtype=torch.float64)
     fit, _, _ = fit_router(w, b, LOGITS, x, x @ w.T + b, options=ridge(target=target))
@@ -53,16 +67,19 @@ def test_no_input_error_leaves_the_router_unchanged(target):
 def test_known_linear_distortion_is_undone():
     """x^q = M x: the reference logits W x equal (W M^-1) x^q exactly."""
     x, w, g = data(t=2048)
-    m = torch.eye(16, dtype=torch.float64) + 0.2 * torch.randn(16, 16, generator=g,
-                                                                 dtype=torch.float64)
+    m = torch.eye(16, dtype=torch.float64) + 0.2 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
     xq = x @ m.T
     want = w @ torch.linalg.inv(m)
-    fit, before, after = fit_router(w, None, SOFTMAX, xq, x @ w.T,
-                                    options=ridge(1e-12, target="logits"))
+    fit, before, after = fit_router(
+        w, None, SOFTMAX, xq, x @ w.T, options=ridge(1e-12, target="logits")
+    )
     assert torch.allclose(fit.weight, want, atol=1e-6) and after < 1e-10 < before
     # centred: only the centred rows are determined; the mean row stays W's
-    fit, _, _ = fit_router(w, None, SOFTMAX, xq, x @ w.T,
-                           options=ridge(1e-12, target="centred"))
+    fit, _, _ = fit_router(
+        w, None, SOFTMAX, xq, x @ w.T, options=ridge(1e-12, target="centred")
+    )
     centre = torch.eye(8, dtype=torch.float64) - 1 / 8
     assert torch.allclose(centre @ fit.weight, centre @ want, atol=1e-6)
     assert torch.allclose(fit.weight.mean(0), w.mean(0), atol=1e-9)
@@ -73,8 +90,9 @@ def test_a_shifted_input_moves_into_the_bias():
     x, w, g = data(t=1024)
     b = torch.randn(8, dtype=torch.float64, generator=g)
     v = 0.3 * torch.randn(16, dtype=torch.float64, generator=g)
-    fit, _, after = fit_router(w, b, LOGITS, x + v, x @ w.T + b,
-                               options=ridge(1e-12, target="logits"))
+    fit, _, after = fit_router(
+        w, b, LOGITS, x + v, x @ w.T + b, options=ridge(1e-12, target="logits")
+    )
     assert torch.allclose(fit.weight, w, atol=1e-6)
     assert torch.allclose(fit.bias, b - w @ v, atol=1e-6) and after < 1e-10
 
@@ -96,8 +114,9 @@ def test_dtype_and_shape_are_kept(dtype):
     fit, _, _ = fit_router(w.to(dtype), b.to(dtype), LOGITS, xq, x @ w.T + b)
     assert fit.weight.dtype == dtype and fit.weight.shape == (8, 16)
     assert fit.bias.dtype == dtype and fit.bias.shape == (8,)
-    res = refit_router(w.to(dtype), None, SOFTMAX, xq, x @ w.T,
-                       options=ridge(), dtype=torch.bfloat16)
+    res = refit_router(
+        w.to(dtype), None, SOFTMAX, xq, x @ w.T, options=ridge(), dtype=torch.bfloat16
+    )
     assert res.fit.weight.dtype == (torch.bfloat16 if res.accepted else dtype)
 
 
@@ -119,15 +138,22 @@ def test_padding_tokens_take_no_part():
     ref = x @ w.T
     pad_x = torch.full((40, 16), float("nan"), dtype=torch.float64)
     pad_z = torch.randn(40, 8, generator=g, dtype=torch.float64) * 1e6
-    mask = torch.cat([torch.ones(300, dtype=torch.bool), torch.zeros(40, dtype=torch.bool)])
+    mask = torch.cat(
+        [torch.ones(300, dtype=torch.bool), torch.zeros(40, dtype=torch.bool)]
+    )
     plain, e0, e1 = fit_router(w, None, SOFTMAX, xq, ref)
-    padded, p0, p1 = fit_router(w, None, SOFTMAX, torch.cat([xq, pad_x]),
-                                torch.cat([ref, pad_z]), mask)
+    padded, p0, p1 = fit_router(
+        w, None, SOFTMAX, torch.cat([xq, pad_x]), torch.cat([ref, pad_z]), mask
+    )
     assert torch.equal(plain.weight, padded.weight) and (e0, e1) == (p0, p1)
     a = refit_router(w, None, SOFTMAX, xq, ref)
-    b = refit_router(w, None, SOFTMAX, torch.cat([xq, pad_x]),
-                     torch.cat([ref, pad_z]), mask)
-    assert torch.equal(a.fit.weight, b.fit.weight) and a.agreement_after == b.agreement_after
+    b = refit_router(
+        w, None, SOFTMAX, torch.cat([xq, pad_x]), torch.cat([ref, pad_z]), mask
+    )
+    assert (
+        torch.equal(a.fit.weight, b.fit.weight)
+        and a.agreement_after == b.agreement_after
+    )
 
 
 def test_safeguard_keeps_the_original_when_the_fit_hurts_held_aside_tokens():
@@ -145,8 +171,9 @@ def test_safeguard_keeps_the_original_when_the_fit_hurts_held_aside_tokens():
 
 def test_safeguard_keeps_a_fit_that_helps():
     x, w, g = data(t=2048)
-    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
-                                                                 dtype=torch.float64)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
     res = refit_router(w, None, SOFTMAX, x @ m.T, x @ w.T, options=ridge(1e-8))
     assert res.accepted and res.agreement_after > res.agreement_before
     assert res.fit_tokens + res.held_tokens == 2048 and res.held_tokens == 512
@@ -168,8 +195,9 @@ def test_sigmoid_router_fit_in_score_space(correction_bias):
     w = w * 3
     bias = (0.1 * torch.randn(8, generator=g)).float()
     spec = sigmoid_spec(bias)
-    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
-                                                                 dtype=torch.float64)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
     opts = ridge(1e-4, iters=3, correction_bias=correction_bias)
     res = refit_router(w.float(), None, spec, x @ m.T, x @ w.T, options=opts)
     assert res.fit_error_after < 0.2 * res.fit_error_before
@@ -209,8 +237,9 @@ def test_jaccard_of_identical_logits_is_one():
 
 def test_refit_all_fits_again_on_every_token_once_kept():
     x, w, g = data(t=1024)
-    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(16, 16, generator=g,
-                                                                 dtype=torch.float64)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
     xq, ref = x @ m.T, x @ w.T
     res = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3, refit_all=True))
     full, _, _ = fit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3))

@@ -15,8 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from refit_helpers import fake_quantize  # noqa: E402
 
-from vsraq_modifier.cli.refit import refit_routers  # noqa: E402
 from vsraq_modifier.refit import RefitOptions  # noqa: E402
+from vsraq_modifier.refit_model import refit_routers  # noqa: E402
 from vsraq_modifier.routers import find_routers  # noqa: E402
 from vsraq_modifier.testing import tiny_model  # noqa: E402
 
@@ -40,12 +40,15 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("family, options", [
-    ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, iters=2)),
-    ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, correction_bias=True)),
-    ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, weights="boundary")),
-    ("gpt_oss", RefitOptions(method="ridge", ridge=1e-3)),
-])
+@pytest.mark.parametrize(
+    "family, options",
+    [
+        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, iters=2)),
+        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, correction_bias=True)),
+        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, weights="boundary")),
+        ("gpt_oss", RefitOptions(method="ridge", ridge=1e-3)),
+    ],
+)
 def test_refit_routers_changes_only_kept_routers(family, options):
     reference, quantized, batches = _pair(family)
     before = _state(quantized)

@@ -18,8 +18,9 @@ def test_refinement_lowers_its_convex_objective_and_fixes_flips_in_sample():
     w = torch.randn(8, 16, generator=g, dtype=torch.float64)
     xq = x + 0.4 * torch.randn(x.shape, generator=g, dtype=torch.float64)
     ref = x @ w.T
-    ridge, _, _ = fit_router(w, None, SPEC, xq, ref, options=RefitOptions(
-        method="ridge", ridge=1e-3))
+    ridge, _, _ = fit_router(
+        w, None, SPEC, xq, ref, options=RefitOptions(method="ridge", ridge=1e-3)
+    )
     refined = margin_refine(xq, ref, ridge.weight, SPEC, iters=30, rho=0.1)
     before = jaccard((xq @ ridge.weight.T).float(), ref.float(), SPEC)
     after = jaccard((xq @ refined.T).float(), ref.float(), SPEC)
@@ -27,10 +28,14 @@ def test_refinement_lowers_its_convex_objective_and_fixes_flips_in_sample():
 
 
 def test_refinement_is_refused_for_sigmoid_routers():
-    spec = RouterSpec(num_experts=8, top_k=2, score_fn="sigmoid",
-                      bias=torch.zeros(8))
+    spec = RouterSpec(num_experts=8, top_k=2, score_fn="sigmoid", bias=torch.zeros(8))
     assert not supports_refine(spec) and supports_refine(SPEC)
     with pytest.raises(ValueError, match="softmax or logits"):
-        margin_refine(torch.zeros(4, 3, dtype=torch.float64),
-                      torch.zeros(4, 8, dtype=torch.float64),
-                      torch.zeros(8, 3, dtype=torch.float64), spec, 1, 1.0)
+        margin_refine(
+            torch.zeros(4, 3, dtype=torch.float64),
+            torch.zeros(4, 8, dtype=torch.float64),
+            torch.zeros(8, 3, dtype=torch.float64),
+            spec,
+            1,
+            1.0,
+        )
