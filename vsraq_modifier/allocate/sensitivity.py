@@ -12,7 +12,9 @@ left in full precision, and the model runs on each domain's calibration chunks:
   attention is upstream of its own router, its experts are not).
 
 Cost: one reference pass plus one pass per (unit, scheme), each over every domain's
-chunks: ``(1 + units x schemes) x chunks`` forward passes, linear in units x schemes.
+chunks: ``(1 + units x schemes) x chunks`` forward passes, linear in units x schemes;
+a pass for a unit of layer ``l`` replays the reference outputs of layers ``< l``
+instead of running them.
 Expert usage per domain (share of each domain's top-k slots an expert receives) is
 read from the reference pass.
 """
@@ -23,6 +25,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +33,8 @@ from tqdm.auto import tqdm
 
 from vsraq_modifier.allocate.schemes import Scheme
 from vsraq_modifier.allocate.units import Unit
-from vsraq_modifier.metrics.hooks import RoutingCapture
+from vsraq_modifier.metrics.hooks import RouterNotCalledError, RoutingCapture
+from vsraq_modifier.routers.base import decoder_layers
 from vsraq_modifier.routers.registry import find_routers
 
 __all__ = ["Measurement", "combine", "measure", "quantized", "rtn"]
@@ -112,14 +116,63 @@ def _downstream(unit: Unit, layers: list[int]) -> list[int]:
         layer == unit.layer and not after_block)]
 
 
+class _LayerCache:
+    """The reference outputs of every decoder layer per chunk; while a unit of
+    layer ``l`` is measured, layers before ``l`` return them instead of running
+    (their inputs and weights are the reference's), which halves the cost of a
+    pass on average."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        self.layers = layers
+        self.outputs: dict[tuple[str, int], list[Any]] = {}
+        self.key: tuple[str, int] = ("", 0)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        def hook(index: int):
+            def fn(module: nn.Module, args: Any, output: Any) -> None:
+                self.outputs.setdefault(self.key, [None] * len(self.layers))[index] = (
+                    output
+                )
+
+            return fn
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.layers)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def skipping(self, before: int) -> Iterator[None]:
+        def replay(index: int):
+            def fn(*args: Any, **kwargs: Any) -> Any:
+                return self.outputs[self.key][index]
+
+            return fn
+
+        for i in range(before):
+            self.layers[i].forward = replay(i)
+        try:
+            yield
+        finally:
+            for i in range(before):
+                del self.layers[i].forward
+
+
 @torch.no_grad()
 def _run(
-    model: nn.Module, capture: RoutingCapture, ids: torch.Tensor
+    model: nn.Module, capture: RoutingCapture, ids: torch.Tensor, need: list[int]
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     capture.reset()
     device = next(model.parameters()).device
     out = model(input_ids=ids.to(device).unsqueeze(0), use_cache=False)
-    capture.check_called_once()
+    missing = [layer for layer in need if layer not in capture.routings]
+    if missing:
+        raise RouterNotCalledError(
+            f"routers of decoder layers {missing} did not run in the forward pass"
+        )
     lp = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
     return lp, {layer: r.indices for layer, r in capture.routings.items()}
 
@@ -141,9 +194,14 @@ def measure(
     ref: dict[str, list[tuple[torch.Tensor, dict[int, torch.Tensor]]]] = {}
     usage: dict[str, torch.Tensor] = {}
     passes = 0
+    cache = _LayerCache(decoder_layers(model))
     with RoutingCapture(sites) as capture:
         for d in names:
-            ref[d] = [_run(model, capture, ids) for ids in chunks[d]]
+            ref[d] = []
+            with cache.recording():
+                for c, ids in enumerate(chunks[d]):
+                    cache.key = (d, c)
+                    ref[d].append(_run(model, capture, ids, layers))
             passes += len(chunks[d])
             counts = torch.zeros(len(layers), num_experts, dtype=torch.float64)
             for _, routing in ref[d]:
@@ -160,11 +218,12 @@ def measure(
             down = _downstream(unit, layers)
             for si, scheme in enumerate(schemes):
                 bar.set_postfix_str(f"{unit.name} {scheme.label}", refresh=False)
-                with quantized(model, unit, scheme):
+                with quantized(model, unit, scheme), cache.skipping(unit.layer):
                     for di, d in enumerate(names):
                         kl_sum, n_pred, dis_sum, n_tok = 0.0, 0, 0.0, 0
-                        for ids, (ref_lp, ref_idx) in zip(chunks[d], ref[d]):
-                            q_lp, q_idx = _run(model, capture, ids)
+                        for c, (ids, (ref_lp, ref_idx)) in enumerate(zip(chunks[d], ref[d])):
+                            cache.key = (d, c)
+                            q_lp, q_idx = _run(model, capture, ids, down)
                             kl_sum += _kl_sum(ref_lp, q_lp)
                             n_pred += ref_lp.shape[0]
                             for layer in down:

@@ -107,3 +107,23 @@ def test_auto_routing_weight_makes_both_terms_equal():
     kl_total = float(m.kl.mean(0).sum())
     assert a * float(m.disagreement.mean(0).sum()) == pytest.approx(kl_total)
     assert float(sens.sum()) == pytest.approx(2 * kl_total)
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "nemotron_h"])
+def test_replaying_upstream_layers_changes_nothing(family, monkeypatch):
+    """Layers before the unit return their cached reference outputs: the numbers
+    equal those of full passes."""
+    import contextlib
+
+    from vsraq_modifier.allocate import sensitivity
+
+    model = tiny_model(family)
+    units, schemes = find_units(model), parse_schemes("W2A16@16,W4A16@16")
+    chunks = _chunks(n_domains=1, seq=16)
+    fast = measure(model, units, schemes, chunks, progress=False)
+    monkeypatch.setattr(
+        sensitivity._LayerCache, "skipping", lambda self, before: contextlib.nullcontext()
+    )
+    full = measure(model, units, schemes, chunks, progress=False)
+    assert torch.equal(fast.kl, full.kl)
+    assert torch.equal(fast.disagreement, full.disagreement)
