@@ -290,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
                 "weight; add its name to the recipe's ignore list"
             )
     dtypes = {
-        layer: STORAGE_DTYPES[tensors[k["weight"]][2]["dtype"]] for layer, k in keys.items()
+        layer: STORAGE_DTYPES[tensors[k["weight"]][2]["dtype"]]
+        for layer, k in keys.items()
     }
     windows = batches(samples, args.batch_size, args.device)
     results = refit_routers(
