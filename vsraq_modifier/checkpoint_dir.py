@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vsraq_modifier.inputs import ModelDirError
+from vsraq_modifier.inputs import ModelDirError, check_not_empty
 
 __all__ = ["TOKENIZER_FILES", "check_model_dir", "looks_local", "safetensors_shapes"]
 
@@ -153,6 +153,7 @@ def check_model_dir(
     ``model_type``, weights are there and their safetensors headers match the files,
     and (``tokenizer``) tokenizer files are there. None for a hub id (``hub`` and
     not :func:`looks_local`); with ``hub=False`` every path is a local one."""
+    check_not_empty(path, what)
     if hub and not looks_local(path):
         return None
     folder = Path(path).expanduser().absolute()

@@ -36,6 +36,7 @@ __all__ = [
     "check_dataset_token_ids",
     "check_device",
     "check_seed",
+    "check_not_empty",
     "check_output_place",
     "check_text_file",
 ]
@@ -73,6 +74,13 @@ class DiskSpaceError(InputError, OutputDirError):
     """The output's file system has less free space than the checkpoint needs."""
 
 
+def check_not_empty(path: str | os.PathLike, what: str) -> None:
+    """An empty path means the current directory to pathlib: refuse it (usually
+    an unset shell variable, ``--out "$OUT"``)."""
+    if not str(path).strip():
+        raise InputError(f"{what} is an empty path; pass the path itself")
+
+
 def decode_text(path: Path, what: str, error: type[InputError]) -> str:
     if not path.is_file():
         kind = "a directory" if path.is_dir() else "no such file"
@@ -98,6 +106,7 @@ def decode_text(path: Path, what: str, error: type[InputError]) -> str:
 
 def check_text_file(path: str | os.PathLike, what: str = "--text") -> Path:
     """The absolute ``path`` of a non-empty UTF-8 text file."""
+    check_not_empty(path, what)
     file = Path(path).expanduser().absolute()
     decode_text(file, what, TextFileError)
     return file
@@ -133,6 +142,7 @@ def check_output_place(path: str | os.PathLike, what: str = "--out") -> Path:
     Nothing is created: a failed run leaves no empty folder behind."""
     import tempfile
 
+    check_not_empty(path, what)
     target = Path(path).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise OutputPlaceError(f"{what} {target} is a file; pass a directory")

@@ -44,12 +44,14 @@ def _fails(capsys, out: Path, argv: list[str]) -> str:
     lines = [ln for ln in err.splitlines() if "error" in ln.lower()]  # not bars
     assert code == 1, err
     assert len(lines) == 1 and lines[0].startswith(f"vsraq {argv[0]}: error: "), err
-    assert not out.exists(), "a failed run left its --out directory"
+    assert not Path(out).exists() or str(out) == "", "a failed run left its --out"
     return lines[0]
 
 
-def _report(capsys, tmp_path, ref, text, *extra: str, out: Path | None = None) -> str:
-    out = out or tmp_path / "rep"
+def _report(
+    capsys, tmp_path, ref, text, *extra: str, out: Path | str | None = None
+) -> str:
+    out = tmp_path / "rep" if out is None else out
     argv = ["report", "--reference", str(ref), "--text", str(text), "--no-progress"]
     return _fails(capsys, out, [*argv, "--out", str(out), *extra])
 
@@ -152,6 +154,19 @@ def test_report_out_is_a_file_or_unwritable(tmp_path, capsys, ref, text):
         assert "is not writable" in line
     finally:
         (tmp_path / "ro").chmod(0o755)
+
+
+def test_report_empty_paths(tmp_path, capsys, ref, text, monkeypatch):
+    """``--out "$OUT"`` with OUT unset: routing.json landed in the working
+    directory before."""
+    monkeypatch.chdir(tmp_path)
+    line = _report(capsys, tmp_path, ref, text, "--quantized", f"q={ref}", out="")
+    assert line == "vsraq report: error: --out is an empty path; pass the path itself"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.txt"]
+    line = _report(capsys, tmp_path, "", text, "--quantized", f"q={ref}")
+    assert "--reference is an empty path" in line  # not the shipped model
+    line = _demo(capsys, tmp_path, "--model", str(ref), "--text", "")
+    assert "--text is an empty path" in line  # not the shipped held-out text
 
 
 @pytest.fixture(scope="module")

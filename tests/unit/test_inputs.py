@@ -23,6 +23,8 @@ from vsraq_modifier.output import OutputDirError
 def test_output_place(tmp_path):
     assert check_output_place(tmp_path / "new" / "deeper") == tmp_path / "new/deeper"
     assert not (tmp_path / "new").exists()  # nothing created
+    with pytest.raises(InputError, match="--out is an empty path"):
+        check_output_place("", "--out")  # pathlib would make it the cwd
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputPlaceError, match="is a file"):
         check_output_place(tmp_path / "f")

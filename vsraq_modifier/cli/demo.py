@@ -251,25 +251,31 @@ def _absolute(path: str | Path) -> Path:
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     from vsraq_modifier import data
     from vsraq_modifier.checkpoint_dir import check_model_dir
-    from vsraq_modifier.inputs import check_text_file
+    from vsraq_modifier.inputs import check_not_empty, check_text_file
 
     # absolute before anything changes the working directory (the quantizations
     # run inside DIR/.work)
+    def given(value: str | None, what: str, default: Path) -> Path:
+        if value is None:
+            return default
+        check_not_empty(value, what)  # "" is refused, not taken as "not given"
+        return _absolute(value)
+
     model = check_model_dir(
-        _absolute(args.model) if args.model else data.shipped_model_dir(),
+        given(args.model, "--model", data.shipped_model_dir()),
         "--model",
         tokenizer=True,
         hub=False,
     )
     assert model is not None  # hub=False: always a local directory
     calib = check_text_file(
-        _absolute(args.calibration_text)
-        if args.calibration_text
-        else data.calibration_text_path(),
+        given(
+            args.calibration_text, "--calibration-text", data.calibration_text_path()
+        ),
         "--calibration-text",
     )
     text = check_text_file(
-        _absolute(args.text) if args.text else data.heldout_text_path(), "--text"
+        given(args.text, "--text", data.heldout_text_path()), "--text"
     )
     if calib.samefile(text):
         raise DemoInputError(

@@ -157,6 +157,7 @@ def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     from vsraq_modifier.checkpoint_dir import check_model_dir
     from vsraq_modifier.inputs import (
         check_device,
+        check_not_empty,
         check_output_place,
         check_text_file,
     )
@@ -170,16 +171,23 @@ def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
         assert folder is not None  # hub=False: always a local directory
         return folder
 
-    reference = local(args.reference or data.shipped_model_dir(), "--reference")
+    # None: not given (the shipped data); "" is refused, not taken as "not given"
+    reference = local(
+        data.shipped_model_dir() if args.reference is None else args.reference,
+        "--reference",
+    )
     quantized = [
         (label, local(path, f"--quantized {label}=")) for label, path in args.quantized
     ]
-    tokenizer = (
-        Path(args.tokenizer).expanduser().absolute() if args.tokenizer else reference
-    )
+    tokenizer = reference
+    if args.tokenizer is not None:
+        check_not_empty(args.tokenizer, "--tokenizer")
+        tokenizer = Path(args.tokenizer).expanduser().absolute()
     if not tokenizer.is_dir():
         raise ReportInputError(f"--tokenizer {tokenizer} is not a directory")
-    text = check_text_file(args.text or data.heldout_text_path(), "--text")
+    text = check_text_file(
+        data.heldout_text_path() if args.text is None else args.text, "--text"
+    )
     if args.device is not None:
         check_device(args.device)
     args.out = str(check_output_place(args.out, "--out"))
