@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.no_grad():
                     for s in sites:
                         s.router.weight.copy_(original[s.layer])
-                opts = RefitOptions(**{"method": "ridge", **VARIANTS[v]})
+                opts = RefitOptions(
+                    **{"method": "ridge", "refit_all": False, **VARIANTS[v]}
+                )
                 t0, c0 = time.perf_counter(), _cpu()
                 routers = []
                 if opts.method != "none":
@@ -382,7 +384,9 @@ def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
         todo = [v for v in TINY_VARIANTS if not (out / f"{v}__s{seed}.json").exists()]
         for v in todo:
             reference, quantized, cal, val = _tiny_pair(family, seed)
-            opts = RefitOptions(**{"method": "ridge", **TINY_VARIANTS[v]})
+            opts = RefitOptions(
+                **{"method": "ridge", "refit_all": False, **TINY_VARIANTS[v]}
+            )
             res = (
                 []
                 if opts.method == "none"

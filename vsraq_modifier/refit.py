@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
-DEFAULT_RIDGE = 1e-2
+DEFAULT_RIDGE = 1e-3
 Weighting = Literal["uniform", "boundary"]
 
 
@@ -78,7 +78,7 @@ class RefitOptions:
     iters: int = 1
     correction_bias: bool = False
     holdout: float = 0.25
-    refit_all: bool = False
+    refit_all: bool = True
     refine: int = 0
     refine_weight: float = 1.0
     seed: int = 0

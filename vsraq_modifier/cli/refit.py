@@ -102,6 +102,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "if it raises routing agreement there (default 0.25)",
     )
     a(
+        "--fit-part-only",
+        action="store_true",
+        help="keep the fit made without the held-aside tokens (default: once a fit "
+        "is kept, fit again on all the tokens)",
+    )
+    a(
         "--target",
         choices=("auto", "logits", "centred", "sigmoid"),
         default="auto",
@@ -247,6 +253,7 @@ def _options(args: argparse.Namespace) -> RefitOptions:
             method="ridge",
             ridge=args.ridge,
             holdout=args.holdout,
+            refit_all=not args.fit_part_only,
             target=args.target,
             weights=args.weights,
             seed=args.seed,
