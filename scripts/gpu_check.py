@@ -336,8 +336,8 @@ def measure(args: argparse.Namespace, out: Path) -> int:
             "serving": serving.status,
         }
         print(
-            f"gpu_check: {label}: {seconds:.1f} s, peak GPU memory {peak} bytes, "
-            f"vLLM: {serving.status}",
+            f"gpu_check: {label}: {seconds:.1f} s, peak GPU memory "
+            f"{'-' if peak is None else f'{peak / 2**20:.0f} MiB'}, vLLM: {serving.status}",
             flush=True,
         )
         save()

@@ -142,3 +142,37 @@ def test_probe_verdict():
     assert failures[1].startswith("oneshot-vsraq: cached reference logits: none")
     probe.seen = {"vsraq": {"router logits, tune, own": {"cuda": 3}}}
     assert "vsraq: no look-ahead router logits recorded" in probe.failures("cuda")
+
+
+def make_wheel(folder: Path, tag: str = "py3-none-any") -> Path:
+    """A minimal real wheel of package ``vsraq_probe_pkg`` (pip installs it)."""
+    import zipfile
+
+    wheel = folder / f"vsraq_probe_pkg-1.0-{tag}.whl"
+    info = "vsraq_probe_pkg-1.0.dist-info"
+    files = {
+        "vsraq_probe_pkg/__init__.py": "VALUE = 42\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: vsraq-probe-pkg\n"
+        "Version: 1.0\n",
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        f"Tag: {tag}\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, text in {**files, f"{info}/RECORD": record}.items():
+            z.writestr(name, text)
+    return wheel
+
+
+def test_install_puts_the_wheels_first_on_sys_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    target = tmp_path / "site"
+    gpu_support.install([make_wheel(tmp_path)], target)
+    assert sys.path[0] == str(target)
+    import vsraq_probe_pkg
+
+    assert vsraq_probe_pkg.VALUE == 42
+    assert Path(vsraq_probe_pkg.__file__).is_relative_to(target)
+    sys.modules.pop("vsraq_probe_pkg")
+    with pytest.raises(gpu_support.CheckError, match="not a supported wheel"):
+        gpu_support.install([make_wheel(tmp_path, "py2-none-any")], tmp_path / "x")
