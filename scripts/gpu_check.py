@@ -335,9 +335,10 @@ def measure(args: argparse.Namespace, out: Path) -> int:
             "peak_gpu_bytes": peak,
             "serving": serving.status,
         }
+        memory = "-" if peak is None else f"{peak / 2**20:.0f} MiB"
         print(
-            f"gpu_check: {label}: {seconds:.1f} s, peak GPU memory "
-            f"{'-' if peak is None else f'{peak / 2**20:.0f} MiB'}, vLLM: {serving.status}",
+            f"gpu_check: {label}: {seconds:.1f} s, peak GPU memory {memory}, "
+            f"vLLM: {serving.status}",
             flush=True,
         )
         save()
