@@ -24,7 +24,7 @@ def keep_transformers_conversion_table():
     conversion table (it drops the MoE expert-merge step of a model type); later
     loads in the same process then miss expert weights. Restore it after each test,
     as the report's loader does after each load."""
-    from vsraq_modifier.metrics.loading import _keep_conversion_mappings
+    from vsraq_modifier.transformers_seams import conversion_mapping_restored
 
-    with _keep_conversion_mappings():
+    with conversion_mapping_restored():
         yield

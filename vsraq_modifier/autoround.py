@@ -1,7 +1,6 @@
-"""``python -m vsraq_modifier.autoround ARGS``: short for
-``python -m vsraq_modifier.integrations.autoround ARGS``, i.e. ``auto-round ARGS``
-with VSRAQ registered explicitly (no import hook needed). Importing this module
-does nothing."""
+"""``python -m vsraq_modifier.autoround ARGS``: ``auto-round ARGS`` with VSRAQ
+registered explicitly (no import hook needed; docs/errors.md). Importing this
+module does nothing."""
 
 if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess
     import sys

@@ -3,15 +3,38 @@ llm-compressor recipes (names as in docs/objective.md)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["LossName", "VSRAQConfig", "ROUTING_LOSSES"]
+__all__ = ["LOSS_OPTIONS", "LossName", "MAX_WEIGHT", "ROUTING_LOSSES", "VSRAQConfig"]
 
 LossName = Literal["mse", "topk_mse", "router_kl", "vsraq"]
 #: losses that add a routing term to the host's reconstruction loss
 ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
+#: largest term weight: above about 1e7 the host's loss falls below float32's
+#: resolution of the sum (SignSGD then follows the routing terms alone), and a
+#: float32 block loss overflows long before 1e38
+MAX_WEIGHT = 1e6
+#: the options each loss reads (any other option set with it would do nothing)
+LOSS_OPTIONS: dict[str, frozenset[str]] = {
+    "mse": frozenset(),
+    "topk_mse": frozenset({"value_weight", "lookahead", "lookahead_every"}),
+    "router_kl": frozenset({"value_weight", "lookahead", "lookahead_every"}),
+    "vsraq": frozenset(
+        {
+            "value_weight",
+            "structure_weight",
+            "margin",
+            "value_target",
+            "structure",
+            "temperature",
+            "lookahead",
+            "lookahead_every",
+        }
+    ),
+}
 
 
 class VSRAQConfig(BaseModel):
@@ -31,11 +54,13 @@ class VSRAQConfig(BaseModel):
     value_weight: float = Field(
         1.0,
         ge=0.0,
+        le=MAX_WEIGHT,
         description="lambda_v: weight of the value term (0 switches it off).",
     )
     structure_weight: float = Field(
         0.25,
         ge=0.0,
+        le=MAX_WEIGHT,
         description="lambda_s: weight of the structure term (0 switches it off); "
         "0.25: its per-token hinges fit the calibration tokens and add sign noise "
         "(docs/results.md).",
@@ -77,12 +102,35 @@ class VSRAQConfig(BaseModel):
         "docs/results.md gives the measured trade-off).",
     )
 
-    @field_validator("value_weight", "structure_weight", "margin")
+    @field_validator("value_weight", "structure_weight", "margin", "temperature")
     @classmethod
-    def _finite(cls, v: float) -> float:
-        if v != v or v in (float("inf"), float("-inf")):
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @model_validator(mode="after")
+    def _no_idle_options(self) -> VSRAQConfig:
+        """An option set explicitly that the chosen loss does not read is an
+        error: the user believes it changes the run, and it does not."""
+        used = LOSS_OPTIONS[self.loss] | {"loss"}
+        idle = sorted(set(self.model_fields_set) - used)
+        if idle:
+            raise ValueError(
+                f"{', '.join(idle)} has no effect with loss={self.loss!r}"
+                + (
+                    "; it reads " + ", ".join(sorted(LOSS_OPTIONS[self.loss]))
+                    if LOSS_OPTIONS[self.loss]
+                    else " (AutoRound's own loss; the routing options need a "
+                    "routing loss, e.g. loss='vsraq')"
+                )
+                + ". Remove the option or choose a loss that uses it"
+            )
+        return self
+
+    def user_options(self) -> dict[str, object]:
+        """The options set explicitly (defaults left out), for merging."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
     @property
     def is_routing_loss(self) -> bool:

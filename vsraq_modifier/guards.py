@@ -14,7 +14,7 @@ Pure torch; the integrations call these with what their host hands them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -86,11 +86,17 @@ def check_valid_tokens(masks: Sequence[torch.Tensor] | None, layer: int) -> None
         )
 
 
-def non_finite_parameters(module: nn.Module, shown: int = 5) -> list[str]:
+#: a host's parameter name -> the model's (a host may wrap modules for tuning)
+Rename = Callable[[str], str]
+
+
+def non_finite_parameters(
+    module: nn.Module, shown: int = 5, rename: Rename | None = None
+) -> list[str]:
     """Names of the floating-point parameters/buffers of ``module`` holding NaN or
-    inf (at most ``shown`` names, then a count)."""
+    inf (at most ``shown`` names, then a count), through ``rename``."""
     bad = [
-        name.replace(".orig_layer.", ".")  # AutoRound's tuning wrapper
+        rename(name) if rename else name
         for name, t in (*module.named_parameters(), *module.named_buffers())
         if t.is_floating_point()
         and t.numel()
@@ -103,12 +109,15 @@ def non_finite_parameters(module: nn.Module, shown: int = 5) -> list[str]:
 
 
 def _where(
-    block: nn.Module, layer: int, others: Mapping[int, nn.Module] | None = None
+    block: nn.Module,
+    layer: int,
+    others: Mapping[int, nn.Module] | None = None,
+    rename: Rename | None = None,
 ) -> str:
     """Which parameters hold NaN/inf: the block's (decoder layer ``layer``), else
     those of ``others`` (decoder index -> layer, e.g. the look-ahead path)."""
     for index, module in {layer: block, **(others or {})}.items():
-        bad = non_finite_parameters(module)
+        bad = non_finite_parameters(module, rename=rename)
         if bad:
             return f"NaN/inf in parameters {', '.join(bad)} of decoder layer {index}"
     return (
@@ -117,15 +126,36 @@ def _where(
     )
 
 
-def check_finite_loss(loss: torch.Tensor, block: nn.Module, layer: int) -> None:
-    """Stop when the host's block loss is NaN/inf, naming where it comes from."""
+def check_finite_loss(
+    loss: torch.Tensor,
+    block: nn.Module,
+    layer: int,
+    rename: Rename | None = None,
+    what: str = "block loss",
+) -> None:
+    """Stop when a loss is NaN/inf, naming where it comes from: the host's block
+    loss (``what="block loss"``), or the total the optimiser sees (host plus
+    routing terms: an inf there with a finite host loss means the routing weights
+    are too large for float32)."""
     if bool(torch.isfinite(loss.detach()).all()):
         return
+    if what == "block loss":
+        cause, fix = (
+            _where(block, layer, rename=rename),
+            (
+                "Check the checkpoint's weights (torch.isfinite), or lower the "
+                "learning rate (lr)."
+            ),
+        )
+    else:
+        cause = "the host's block loss is finite: the routing terms overflowed"
+        fix = (
+            "Lower value_weight / structure_weight (--vsraq_value_weight, "
+            "--vsraq_structure_weight)."
+        )
     raise NonFiniteTuningError(
-        f"vsraq layer {layer}: the block loss is {float(loss.detach())} "
-        f"({_where(block, layer)}). "
-        "Stopped before writing NaN weights. Check the checkpoint's weights "
-        "(torch.isfinite), or lower the learning rate (lr)."
+        f"vsraq layer {layer}: the {what} is {float(loss.detach())} ({cause}). "
+        f"Stopped before writing NaN weights. {fix}"
     )
 
 
@@ -134,6 +164,7 @@ def check_finite_router_logits(
     block: nn.Module,
     layer: int,
     others: Mapping[int, nn.Module] | None = None,
+    rename: Rename | None = None,
 ) -> None:
     """``logits``: router label -> (quantized, reference) logits of one step;
     ``others``: further decoder layers the logits went through (look-ahead)."""
@@ -145,15 +176,17 @@ def check_finite_router_logits(
                 raise NonFiniteTuningError(
                     f"vsraq layer {layer}: router {label}: the {what} logits hold "
                     f"{bad} NaN/inf values of {t.numel()} "
-                    f"({_where(block, layer, others)}). "
+                    f"({_where(block, layer, others, rename)}). "
                     "Stopped before writing NaN weights. Check the checkpoint's "
                     "weights (torch.isfinite), or lower the learning rate (lr)."
                 )
 
 
-def check_finite_block(block: nn.Module, layer: int) -> None:
+def check_finite_block(
+    block: nn.Module, layer: int, rename: Rename | None = None
+) -> None:
     """After tuning: refuse to hand on a block whose weights are not finite."""
-    bad = non_finite_parameters(block)
+    bad = non_finite_parameters(block, rename=rename)
     if bad:
         raise NonFiniteTuningError(
             f"vsraq layer {layer}: after tuning, parameters {', '.join(bad)} hold "

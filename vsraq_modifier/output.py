@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ __all__ = [
     "check_output_dir",
     "publish",
     "staged_output",
-    "staging_dir",
+    "staging",
 ]
 
 
@@ -63,9 +65,20 @@ def _check_writable(directory: Path, target: Path) -> None:
     os.unlink(probe)
 
 
-def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+#: how to replace an existing output, by entry point (the auto-round command has
+#: no overwrite flag)
+OVERWRITE_HINTS = {
+    "api": "pass overwrite=True to replace it once the new checkpoint is complete",
+    "cli": "the auto-round command has no overwrite option",
+}
+
+
+def check_output_dir(
+    path: str | os.PathLike, *, overwrite: bool = False, entry: str = "api"
+) -> Path:
     """``path`` as a Path, after checking that a checkpoint can be written there:
-    not a file, empty or absent (or ``overwrite``), in a writable place."""
+    not a file, empty or absent (or ``overwrite``), in a writable place.
+    ``entry``: "api" or "cli", for the hint on replacing an existing output."""
     target = Path(path).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise OutputDirError(
@@ -75,8 +88,8 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
         raise OutputDirError(
             f"output directory {target} exists and is not empty "
             f"({_listing(target)}); another checkpoint's files would mix with the "
-            "new one. Choose another directory, remove it, or pass overwrite=True "
-            "to replace it once the new checkpoint is complete."
+            "new one. Choose another directory or remove it "
+            f"({OVERWRITE_HINTS[entry]})."
         )
     ancestor = _existing_ancestor(target.parent)
     if not ancestor.is_dir():
@@ -87,16 +100,38 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     return target
 
 
-def staging_dir(target: Path) -> Path:
+def _staging_dir(target: Path) -> Path:
     """A new hidden staging directory next to ``target`` (parents created)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
 
 
+def _sigterm_as_exit(_signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def staging(target: Path) -> Iterator[Path]:
+    """A hidden staging directory next to ``target`` for the duration; always
+    removed at the end (publish what you want to keep before leaving the block).
+    SIGTERM (``kill``, a scheduler's time limit) becomes ``SystemExit(143)``
+    meanwhile, so that the staging directory is removed then too."""
+    stage = _staging_dir(target)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_exit) if main else None
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def publish(source: Path, target: Path, *, overwrite: bool = False) -> Path:
     """Rename the complete checkpoint ``source`` to ``target`` (same filesystem:
     atomic). An existing ``target`` is replaced only if it is empty or
-    ``overwrite``; else ``source`` is kept and the error says where it is."""
+    ``overwrite``; else the new checkpoint is moved to a visible
+    ``<name>.new-XXXX/<name>`` beside it and the error says where."""
     target.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if target.exists():
@@ -108,9 +143,14 @@ def publish(source: Path, target: Path, *, overwrite: bool = False) -> Path:
             )
             target.rename(old / target.name)
         else:
+            kept = Path(
+                tempfile.mkdtemp(prefix=f"{target.name}.new-", dir=target.parent)
+            )
+            source.rename(kept / target.name)
             raise OutputDirError(
                 f"{target} appeared while the checkpoint was written; the new "
-                f"checkpoint is complete in {source}: move it where you want it"
+                f"checkpoint is complete in {kept / target.name}: move it where you "
+                "want it"
             )
     source.rename(target)
     if old is not None:
@@ -132,10 +172,6 @@ def staged_output(
             oneshot(model=model, recipe=recipe, dataset=ds, output_dir=str(tmp))
     """
     target = check_output_dir(final_dir, overwrite=overwrite)
-    stage = staging_dir(target)
-    try:
+    with staging(target) as stage:
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    publish(stage, target, overwrite=overwrite)
+        publish(stage, target, overwrite=overwrite)

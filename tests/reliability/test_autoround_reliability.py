@@ -15,7 +15,6 @@ from loguru import logger
 
 from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
 from vsraq_modifier.integrations.autoround import autoround
-from vsraq_modifier.integrations.autoround.checks import check_run
 from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer
 from vsraq_modifier.memory import ENV_LIMIT, MemoryLimitError
 from vsraq_modifier.output import OutputDirError
@@ -42,7 +41,7 @@ def tuned(monkeypatch) -> list[int]:
     real = VSRAQQuantizer.quantize_block
 
     def spy(self, block, *args, **kwargs):
-        started.append(self._layer_index(block))
+        started.append(self.routing.index_of(block))
         return real(self, block, *args, **kwargs)
 
     monkeypatch.setattr(VSRAQQuantizer, "quantize_block", spy)
@@ -75,7 +74,7 @@ def test_memory_estimate_is_logged_and_equals_the_cache(log_lines):
     # tokens x experts x 2 bytes x routers kept
     tokens, experts = RUN["nsamples"] * RUN["seqlen"], 8
     assert cached == [tokens * experts * 2 * 2, tokens * experts * 2]
-    estimate = check_run(q)  # what bind() computed and logged
+    estimate = q.memory  # what bind() computed and logged
     assert estimate.reference_bytes == max(cached)  # exact: tolerance 0
     assert estimate.lookahead_bytes > 0
     assert any(m.startswith("vsraq: routing memory about") for m in log_lines)
@@ -152,15 +151,15 @@ def test_nan_reached_through_the_lookahead_names_router_and_layer():
 
 # --- output directory ----------------------------------------------------------------
 def _interrupt_tuning_at_layer_1(monkeypatch, seen: list) -> None:
-    real = VSRAQQuantizer._get_loss
+    real = VSRAQQuantizer.vsraq_step_loss
 
-    def get_loss(self, *args, **kwargs):
-        if self._run is not None and self._run.index == 1:
+    def step_loss(self, *args, **kwargs):
+        if self.session is not None and self.session.index == 1:
             seen.extend(_staged_files())
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(VSRAQQuantizer, "_get_loss", get_loss)
+    monkeypatch.setattr(VSRAQQuantizer, "vsraq_step_loss", step_loss)
 
 
 def _interrupt_saving(monkeypatch, seen: list) -> None:

@@ -73,7 +73,7 @@ def test_lookahead_whose_router_never_runs():
 
 
 def test_taps_on_a_router_that_does_not_run():
-    from vsraq_modifier.integrations.autoround.taps import RouterTaps
+    from vsraq_modifier.session.taps import RouterTaps
 
     model = tiny_model("qwen3_moe")
     layer, site = decoder_layers(model)[0], find_routers(model)[0]
@@ -91,12 +91,13 @@ def test_taps_on_a_router_that_does_not_run():
             h.remove()
 
 
-def test_block_run_without_a_router_record():
-    from vsraq_modifier.integrations.autoround.block_run import BlockRun
+def test_block_session_without_a_router_record():
+    from vsraq_modifier.session import BlockSession, Phase
 
-    run = BlockRun(0, nn.Linear(2, 2), [], None)
+    session = BlockSession(0, nn.Linear(2, 2), [], None, objective=None, loss="mse")
+    session.phase = Phase.TUNE  # a tuning step whose forward bypassed the taps
     with pytest.raises(RuntimeError, match="no router record.*torch.compile"):
-        run.take()
+        session.step_loss(torch.zeros(()), [0])
 
 
 def test_router_hooks_misuse():

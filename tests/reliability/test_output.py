@@ -119,7 +119,9 @@ def test_destination_appearing_meanwhile_keeps_the_new_checkpoint(tmp_path):
     _write_checkpoint(source, "new")
     target.mkdir()
     _write_checkpoint(target, "someone else's")
-    with pytest.raises(OutputDirError, match=str(source)):
+    with pytest.raises(OutputDirError, match=r"complete in .*x\.new-\w+/x") as err:
         publish(source, target)
-    assert (source / "config.json").read_text() == "new"
+    kept = Path(str(err.value).split("complete in ")[1].split(":")[0])
+    assert (kept / "config.json").read_text() == "new"  # visible, not hidden
+    assert not kept.parent.name.startswith(".")
     assert (target / "config.json").read_text() == "someone else's"

@@ -51,7 +51,7 @@ def logit_error(prep: PreparedPair, weights: Tensor) -> Tensor:
     return _relative(err, z_ref.square().sum(dim=-1), weights)
 
 
-def value_term(prep: PreparedPair, weights: Tensor, target: str = "both") -> Tensor:
+def value_term(prep: PreparedPair, weights: Tensor, target: str = "logits") -> Tensor:
     """L_value for ``target`` in logits | scores | both (both: the sum)."""
     if target not in VALUE_TARGETS:
         raise ValueError(f"value_target={target!r}; use one of {VALUE_TARGETS}")

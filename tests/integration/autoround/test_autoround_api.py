@@ -123,10 +123,23 @@ def test_algorithm_alias_selects_the_quantizer_with_the_defaults():
     assert q.iters == 7
 
 
-def test_compile_and_lfq_switched_off_with_a_log_line(log_lines):
+def test_compile_and_lfq_set_by_the_user_are_refused():
+    """One policy (integrations/autoround/host_options.py): a conflicting option
+    the user set is refused, naming the fix."""
+    with pytest.raises(VSRAQOptionError, match="enable_lfq.*Remove enable_lfq"):
+        VSRAQSignRoundConfig(iters=2, enable_lfq=True)
+    with pytest.raises(VSRAQOptionError, match="enable_torch_compile.*Remove"):
+        autoround(small_moe(), tiny_tokenizer(), enable_torch_compile=True, **RUN)
+    # loss=mse: LFQ does not bypass AutoRound's own loss; compile still skips taps
+    assert VSRAQSignRoundConfig(iters=2, loss="mse", enable_lfq=True).enable_lfq
+    with pytest.raises(VSRAQOptionError, match="enable_torch_compile"):
+        autoround(small_moe(), tiny_tokenizer(), loss="mse", enable_torch_compile=True)
+
+
+def test_compile_turned_on_by_the_host_is_switched_off_with_a_log_line(log_lines):
     from auto_round import AutoRound
 
-    config = VSRAQSignRoundConfig(iters=2, enable_lfq=True)
+    config = VSRAQSignRoundConfig(iters=2)
     ar = AutoRound(
         small_moe(),
         tiny_tokenizer(),
@@ -137,11 +150,9 @@ def test_compile_and_lfq_switched_off_with_a_log_line(log_lines):
     )
     ar.post_init()
     q = ar.alg_composer.block_quantizer
-    assert q.enable_lfq is False
     assert ar.compress_context.enable_torch_compile is False
     assert q.can_compile_block_forward() is False
     assert any("torch.compile switched off" in m for m in log_lines)
-    assert any("enable_lfq switched off" in m for m in log_lines)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch
 from autoround_helpers import calib_ids, spy_objective, tiny_tokenizer
 
 from vsraq_modifier.integrations.autoround import autoround
-from vsraq_modifier.integrations.autoround.taps import AHEAD
+from vsraq_modifier.session.taps import AHEAD
 from vsraq_modifier.routers import find_routers
 from vsraq_modifier.routers.base import decoder_layers
 from vsraq_modifier.testing import TINY_FAMILIES, tiny_model
@@ -99,8 +99,8 @@ def test_lookahead_reference_is_the_model_s_own_next_router(family):
     got: dict[str, torch.Tensor] = {}
 
     def probe(pairs, host_loss, loss):
-        if q._run.index == 0 and not got:
-            got["ahead"] = q._run.ref.get(AHEAD, range(2))
+        if q.session.index == 0 and not got:
+            got["ahead"] = q.session.ref.get(AHEAD, range(2))
 
     spy_objective(q, probe)
     ar.quantize()

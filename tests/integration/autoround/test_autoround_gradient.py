@@ -29,7 +29,7 @@ def _probe_block0(ar, into: dict) -> None:
     q = ar.alg_composer.block_quantizer
 
     def probe(pairs, host_loss, loss):
-        run = q._run
+        run = q.session
         if "grads" in into or run.index != 0:
             return
         params = {

@@ -14,7 +14,7 @@ ITERS = 6
 
 @pytest.fixture
 def lookahead_calls(monkeypatch):
-    """Look-ahead runs per BlockRun phase ("tune" or "measure")."""
+    """Look-ahead runs per BlockSession phase (tuning or measuring)."""
     calls: list[bool] = []
     original = LookaheadPath.__call__
 

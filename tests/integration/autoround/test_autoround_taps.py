@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vsraq_modifier.integrations.autoround.taps import (
+from vsraq_modifier.session.taps import (
     AHEAD,
     Agreement,
     ReferenceStore,

@@ -30,7 +30,7 @@ def _quantized_state(model) -> dict[str, torch.Tensor]:
 
 def test_tuning_runs_routed_tokens_only(checkpoints, monkeypatch):
     from vsraq_modifier import VSRAQModifier
-    from vsraq_modifier.integrations.llmcompressor.quantizer import (
+    from vsraq_modifier.integrations.llmcompressor.autoround_per_layer import (
         LLMCompressorVSRAQQuantizer as Quantizer,
     )
 
@@ -99,7 +99,7 @@ def test_nvfp4_activation_child_trap(checkpoints):
     from llmcompressor.modeling.moe.linearize import linearize_moe
     from llmcompressor.modifiers.autoround import AutoRoundModifier
 
-    from vsraq_modifier.integrations.llmcompressor.experts import (
+    from vsraq_modifier.integrations.llmcompressor.seams import (
         experts_without_activation_child,
     )
 

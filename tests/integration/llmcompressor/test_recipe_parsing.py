@@ -31,12 +31,17 @@ def test_recipe_names_vsraq_modifier():
     from vsraq_modifier import VSRAQModifier
     from vsraq_modifier.config import VSRAQConfig
 
-    recipe = _parse("      margin: 0.2\n      lookahead: false\n      loss: router_kl")
+    recipe = _parse("      value_weight: 2.0\n      lookahead: false\n      loss: router_kl")
     (modifier,) = recipe.modifiers
     assert type(modifier) is VSRAQModifier
     assert modifier.iters == 4 and modifier.scheme == "W4A16"
-    expected = VSRAQConfig(margin=0.2, lookahead=False, loss="router_kl")
+    expected = VSRAQConfig(value_weight=2.0, lookahead=False, loss="router_kl")
     assert modifier.vsraq == expected
+
+
+def test_an_option_the_loss_does_not_read_is_refused_at_parse():
+    with pytest.raises(Exception, match="margin has no effect with loss='router_kl'"):
+        _parse("      margin: 0.2\n      loss: router_kl")
 
 
 def test_defaults_are_vsraq_config_defaults():

@@ -56,7 +56,7 @@ def _max_sample_error(seen: torch.Tensor, truth: torch.Tensor) -> float:
 def test_objective_reference_is_full_precision(family, checkpoints, monkeypatch):
     from vsraq_modifier import VSRAQModifier
     from vsraq_modifier.integrations.llmcompressor import fp_chain
-    from vsraq_modifier.integrations.llmcompressor.quantizer import (
+    from vsraq_modifier.integrations.llmcompressor.autoround_per_layer import (
         LLMCompressorVSRAQQuantizer as Quantizer,
     )
     from vsraq_modifier.objective import BlockObjective
@@ -75,7 +75,7 @@ def test_objective_reference_is_full_precision(family, checkpoints, monkeypatch)
     quantize_block = Quantizer.quantize_block
 
     def spy_quantize_block(self, block, *args, **kwargs):
-        layer_of_call["layer"] = self._layer_index(block)
+        layer_of_call["layer"] = self.routing.index_of(block)
         return quantize_block(self, block, *args, **kwargs)
 
     objective_call = BlockObjective.__call__

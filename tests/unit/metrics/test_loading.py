@@ -1,6 +1,6 @@
 """Loading checkpoints for the routing report: complete loads pass, partial ones are
-refused naming the tensors, and AutoRound's global edit of transformers' conversion
-table does not leak into later loads."""
+refused naming the tensors (the conversion-table seam: tests/unit/
+test_transformers_seams.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from report_helpers import drop_tensors, make_text, tiny_checkpoint
 
 from vsraq_modifier.metrics.loading import (
     IncompleteCheckpointError,
-    _keep_conversion_mappings,
     checkpoint_quant_method,
     load_model,
     load_token_ids,
@@ -48,22 +47,6 @@ def test_missing_expert_weights_are_refused(
     assert named in msg
     assert f"model.layers.{layer}.mlp.experts.gate_up_proj" in msg
     assert f"model.layers.{layer}.mlp.experts.down_proj" in msg
-
-
-def test_conversion_table_is_restored(tmp_path: Path) -> None:
-    """What auto_round's loader does globally (drop the MoE merge converters of the
-    model type) is undone after the load."""
-    from transformers import conversion_mapping as cm
-
-    tiny_checkpoint(tmp_path)
-    before = cm.get_checkpoint_conversion_mapping("qwen3_moe")
-    assert before
-    with _keep_conversion_mappings():
-        cm.register_checkpoint_conversion_mapping("qwen3_moe", [], overwrite=True)
-        with pytest.raises(IncompleteCheckpointError):
-            load_model(tmp_path)
-    assert len(cm.get_checkpoint_conversion_mapping("qwen3_moe")) == len(before)
-    load_model(tmp_path)
 
 
 def test_quant_method_and_token_ids(tmp_path: Path) -> None:

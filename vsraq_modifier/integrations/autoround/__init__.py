@@ -19,14 +19,18 @@ __all__ = ["VSRAQQuantizer", "VSRAQSignRoundConfig", "autoround", "ensure_regist
 if TYPE_CHECKING:  # pragma: no cover
     from vsraq_modifier.integrations.autoround.api import autoround
     from vsraq_modifier.integrations.autoround.config import VSRAQSignRoundConfig
-    from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer
-    from vsraq_modifier.integrations.autoround.register import ensure_registered
+    from vsraq_modifier.integrations.autoround.quantizer import (
+        VSRAQQuantizer,
+        ensure_registered,
+    )
 
+# every name loads through the quantizer module, which registers the quantizer
+# for the config with AutoRound
 _LAZY = {
     "VSRAQQuantizer": "quantizer",
-    "VSRAQSignRoundConfig": "config",
+    "VSRAQSignRoundConfig": "quantizer",
     "autoround": "api",
-    "ensure_registered": "register",
+    "ensure_registered": "quantizer",
 }
 
 

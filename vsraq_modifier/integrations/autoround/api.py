@@ -8,33 +8,18 @@ config, the rest to ``AutoRound``) and refuses anything it cannot place.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from loguru import logger
+from auto_round import AutoRound
 
 from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.integrations.autoround.config import (
-    VSRAQ_FIELDS,
-    VSRAQSignRoundConfig,
-)
+from vsraq_modifier.inputs import check_api_inputs
+from vsraq_modifier.integrations.autoround.config import VSRAQ_FIELDS
+from vsraq_modifier.integrations.autoround.quantizer import VSRAQSignRoundConfig
+from vsraq_modifier.integrations.autoround.saving import stage_saves
+from vsraq_modifier.integrations.autoround.seams import autoround_keywords
 
 __all__ = ["autoround"]
-
-
-def _autoround_keywords() -> tuple[set[str], set[str]]:
-    """(tuning + scheme keywords for the config, keywords AutoRound accepts)."""
-    from auto_round import AutoRound
-    from auto_round.autoround import (
-        _ENTRY_KWARG_OWNERS,
-        _SCHEME_FIELDS,
-        _SIGNROUND_FIELDS,
-    )
-
-    entry = set(inspect.signature(AutoRound.__new__).parameters) - {"cls", "kwargs"}
-    return set(_SIGNROUND_FIELDS) | set(_SCHEME_FIELDS), entry | set(
-        _ENTRY_KWARG_OWNERS
-    )
 
 
 def autoround(
@@ -42,6 +27,7 @@ def autoround(
     tokenizer: Any = None,
     *,
     vsraq: VSRAQConfig | None = None,
+    staged: bool = True,
     **kwargs: Any,
 ) -> Any:
     """Build an AutoRound compressor that tunes with the VSRAQ loss.
@@ -52,7 +38,8 @@ def autoround(
     options (``iters``, ``lr``, ``gradient_accumulate_steps``, ...), scheme fields
     (``bits``, ``group_size``, ...) and any ``AutoRound`` argument (``scheme``,
     ``dataset``, ``nsamples``, ``seqlen``, ``batch_size``, ``device_map``, ...).
-    Unknown keywords raise ``TypeError``. The compressor's ``quantize_and_save``
+    Unknown keywords raise ``TypeError``. With ``staged`` (default) the
+    compressor's ``quantize_and_save``
     writes the checkpoint into a staging directory and renames it into place when
     complete; an existing non-empty export directory is refused before tuning
     unless ``overwrite=True`` is passed to it (``integrations/autoround/saving.py``).
@@ -65,7 +52,7 @@ def autoround(
     for bad in ("alg_configs", "algorithm"):
         if bad in kwargs:
             raise TypeError(f"autoround() builds alg_configs itself; remove {bad}=")
-    tuning_keys, entry_keys = _autoround_keywords()
+    tuning_keys, entry_keys = autoround_keywords()
     options = {k: kwargs.pop(k) for k in VSRAQ_FIELDS if k in kwargs}
     tuning = {k: kwargs.pop(k) for k in list(kwargs) if k in tuning_keys}
     unknown = sorted(set(kwargs) - entry_keys)
@@ -74,18 +61,12 @@ def autoround(
             f"autoround() got unknown keyword(s) {unknown}; AutoRound would drop them "
             f"with only a warning. VSRAQ options: {list(VSRAQ_FIELDS)}."
         )
-    if kwargs.get("enable_torch_compile"):
-        logger.info(
-            "vsraq: enable_torch_compile ignored: router hooks need eager blocks"
-        )
-    kwargs["enable_torch_compile"] = False
-    config = VSRAQSignRoundConfig(vsraq=vsraq, **options, **tuning)
-
-    from auto_round import AutoRound
-
-    from vsraq_modifier.inputs import check_api_inputs
-    from vsraq_modifier.integrations.autoround.saving import stage_saves
-
+    given = {
+        k: kwargs[k] for k in ("enable_torch_compile", "enable_lfq") if k in kwargs
+    }
+    config = VSRAQSignRoundConfig(vsraq=vsraq, host_options=given, **options, **tuning)
+    kwargs["enable_torch_compile"] = False  # refused above when the user set it
     check_api_inputs(model, tokenizer, kwargs)  # paths, token ids: before loading
     # quantize_and_save: the checkpoint appears complete or not at all
-    return stage_saves(AutoRound(model, tokenizer, alg_configs=config, **kwargs))
+    compressor = AutoRound(model, tokenizer, alg_configs=config, **kwargs)
+    return stage_saves(compressor) if staged else compressor

@@ -6,21 +6,17 @@ AutoRound 0.15.1 has no plugin entry points. The post-import hook
 
 - registers an ``AlgorithmHandler`` named "vsraq" whose argument group adds
   ``--loss`` and ``--vsraq_*`` to ``auto-round --help``;
-- wraps ``AlgorithmHandler.build_configs``: with ``--loss`` (or
-  ``--algorithm vsraq``) AutoRound's SignRound config becomes a
+- routes AutoRound's config building through :func:`build_vsraq_configs`: with
+  ``--loss`` (or ``--algorithm vsraq``) its SignRound config becomes a
   :class:`VSRAQSignRoundConfig`; without it nothing changes;
-- wraps ``tune``: routing losses run with torch.compile off, the checkpoint is
-  staged (``saving.py``: complete or absent), and option, model, data, memory or
-  output-directory errors end the command with exit status 2 and one message
-  (NaN/inf during tuning: exit status 1).
+- routes ``tune`` through :func:`run_tune` (both through ``seams.wrap_cli``).
 
-``python -m vsraq_modifier.integrations.autoround`` does the same explicitly.
+``python -m vsraq_modifier.autoround`` does the same explicitly.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import sys
 from typing import Any
@@ -131,6 +127,15 @@ def _requested_loss(args: argparse.Namespace) -> str | None:
     return loss
 
 
+def _host_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The host options of the command line that the conflict rules read, as the
+    user gave them (None: not given)."""
+    from vsraq_modifier.integrations.autoround.host_options import HOST_OPTIONS
+
+    values = {name: getattr(args, name, None) for name in HOST_OPTIONS}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def build_vsraq_configs(
     original: Any, cls: Any, args: argparse.Namespace, common_kwargs: dict
 ) -> list:
@@ -139,9 +144,10 @@ def build_vsraq_configs(
 
     from vsraq_modifier.integrations.autoround.config import (
         VSRAQOptionError,
-        VSRAQSignRoundConfig,
         vsraq_config,
     )
+    from vsraq_modifier.integrations.autoround.host_options import check_host_options
+    from vsraq_modifier.integrations.autoround.quantizer import VSRAQSignRoundConfig
 
     loss, given = _requested_loss(args), _given(args)
     if "vsraq" in _algorithm_names(args):
@@ -155,15 +161,13 @@ def build_vsraq_configs(
             raise VSRAQOptionError(f"{flags} given without --loss; add --loss vsraq")
         return original(cls, args, common_kwargs)
     vsraq = vsraq_config(loss=loss, **given)
-    if vsraq.is_routing_loss and getattr(args, "iters", None) == 0:
-        raise VSRAQOptionError(
-            f"--loss {loss} with --iters 0: iters 0 is round-to-nearest, which has no "
-            "loss to add a routing term to; use --iters > 0 (e.g. 200)"
-        )
+    # before AutoRound builds its config (which rewrites a negative --iters)
+    decision = check_host_options(vsraq, _host_options(args), flag_style=True)
     configs, done = [], False
     for config in original(cls, args, common_kwargs):
         if isinstance(config, SignRoundConfig) and not done:
-            config, done = VSRAQSignRoundConfig.from_signround(config, vsraq), True
+            config = VSRAQSignRoundConfig.from_signround(config, vsraq, decision)
+            done = True
         configs.append(config)
     if not done:
         if vsraq.is_routing_loss:
@@ -184,7 +188,7 @@ def _handler_class() -> type:
         return _handler
     from auto_round.cli.algorithms import AlgorithmHandler
 
-    from vsraq_modifier.integrations.autoround.config import VSRAQSignRoundConfig
+    from vsraq_modifier.integrations.autoround.quantizer import VSRAQSignRoundConfig
 
     class VSRAQ(AlgorithmHandler):
         name = "vsraq"
@@ -196,75 +200,68 @@ def _handler_class() -> type:
             add_vsraq_arguments(group)
 
         def build(self, args: Any, common_kwargs: dict[str, Any]) -> Any:
-            signround = AlgorithmHandler.get("auto_round").build(args, common_kwargs)
             from vsraq_modifier.integrations.autoround.config import vsraq_config
+            from vsraq_modifier.integrations.autoround.host_options import (
+                check_host_options,
+            )
 
             loss = getattr(args, "loss", None) or "vsraq"
-            return VSRAQSignRoundConfig.from_signround(
-                signround, vsraq_config(loss=loss, **_given(args))
-            )
+            vsraq = vsraq_config(loss=loss, **_given(args))
+            decision = check_host_options(vsraq, _host_options(args), flag_style=True)
+            signround = AlgorithmHandler.get("auto_round").build(args, common_kwargs)
+            return VSRAQSignRoundConfig.from_signround(signround, vsraq, decision)
 
     _handler = VSRAQ
     return VSRAQ
 
 
-def _wrap_tune(original: Any) -> Any:
-    def tune(args: argparse.Namespace) -> Any:
-        from vsraq_modifier.integrations.autoround.config import VSRAQOptionError
-        from vsraq_modifier.routers import UnsupportedModelError
+def run_tune(original: Any, args: argparse.Namespace) -> Any:
+    """AutoRound's ``tune(args)`` for a run with --loss: torch.compile off,
+    inputs checked before anything loads, the checkpoint staged (complete or
+    absent), and the project's errors as one line: exit 2 for options, model,
+    data, memory or output, exit 1 for NaN/inf during tuning. Without --loss and
+    --vsraq_* flags: AutoRound's own, unchanged."""
+    if _requested_loss(args) is None and not _given(args):
+        return original(args)
+    from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
+    from vsraq_modifier.inputs import InputError, check_cli_inputs
+    from vsraq_modifier.integrations.autoround.config import VSRAQOptionError
+    from vsraq_modifier.integrations.autoround.saving import staged_saves_in_cli
+    from vsraq_modifier.memory import MemoryLimitError
+    from vsraq_modifier.output import OutputDirError
+    from vsraq_modifier.routers import UnsupportedModelError
 
-        if _requested_loss(args) is not None and args.enable_torch_compile is not False:
+    try:
+        if getattr(args, "enable_torch_compile", None) is None:  # host default
             args.enable_torch_compile = False
             logger.info(
                 "vsraq: --loss given: torch.compile off (router hooks need "
                 "eager blocks; on a CPU compiling is slower than tuning)"
             )
-        from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
-        from vsraq_modifier.inputs import InputError, check_cli_inputs
-        from vsraq_modifier.integrations.autoround.saving import staged_saves_in_cli
-        from vsraq_modifier.memory import MemoryLimitError
-        from vsraq_modifier.output import OutputDirError
-
-        staged = _requested_loss(args) is not None  # without --loss: unchanged
-        try:
-            check_cli_inputs(args)  # model, dataset files, disk space: before loading
-            with staged_saves_in_cli() if staged else contextlib.nullcontext():
-                return original(args)
-        except (
-            VSRAQOptionError,
-            UnsupportedModelError,
-            CalibrationDataError,
-            MemoryLimitError,
-            OutputDirError,
-            InputError,
-        ) as e:
-            print(f"auto-round: error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except NonFiniteTuningError as e:
-            print(f"auto-round: error: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-
-    tune.__wrapped__ = original  # type: ignore[attr-defined]
-    tune._vsraq = True  # type: ignore[attr-defined]
-    return tune
+        check_cli_inputs(args)  # model, dataset files, disk space: before loading
+        with staged_saves_in_cli():
+            return original(args)
+    except (
+        VSRAQOptionError,
+        UnsupportedModelError,
+        CalibrationDataError,
+        MemoryLimitError,
+        OutputDirError,
+        InputError,
+    ) as e:
+        print(f"auto-round: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except NonFiniteTuningError as e:
+        print(f"auto-round: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def on_cli_import(module: Any) -> None:
     """Post-import hook target for ``auto_round.cli.main`` (idempotent)."""
-    from auto_round.cli.algorithms import AlgorithmHandler
+    from vsraq_modifier.integrations.autoround.seams import wrap_cli
 
     _handler_class()
-    if not getattr(AlgorithmHandler.build_configs, "_vsraq", False):
-        original = AlgorithmHandler.build_configs.__func__
-
-        def build_configs(cls: Any, args: Any, common_kwargs: dict) -> list:
-            return build_vsraq_configs(original, cls, args, common_kwargs)
-
-        build_configs._vsraq = True  # type: ignore[attr-defined]
-        build_configs.__wrapped__ = original  # type: ignore[attr-defined]
-        AlgorithmHandler.build_configs = classmethod(build_configs)
-    if not getattr(module.tune, "_vsraq", False):
-        module.tune = _wrap_tune(module.tune)
+    wrap_cli(module, build_vsraq_configs, run_tune)
 
 
 def main(argv: list[str] | None = None) -> int:

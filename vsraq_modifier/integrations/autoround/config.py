@@ -3,22 +3,34 @@
 Why a ``SignRoundConfig`` subclass whose class name contains "SignRound":
 AutoRound 0.15.1 forwards keyword arguments given directly to ``AutoRound(...)``
 (``iters``, ``lr``, ...) only to configs whose lower-cased class name contains
-"signround" (``autoround._config_fields``); any other name silently loses them.
-The VSRAQ options themselves are validated by :class:`VSRAQConfig`, the one
-definition shared with the CLI and llm-compressor, so defaults are the same
-everywhere.
+"signround"; any other name silently loses them. The VSRAQ options themselves are
+validated by :class:`VSRAQConfig`, the one definition shared with the CLI and
+llm-compressor; the host options that conflict with them by
+:func:`~vsraq_modifier.integrations.autoround.host_options.check_host_options`,
+once, here.
+
+The quantizer that runs this config is registered by
+``integrations/autoround/quantizer.py``; import the config through
+``vsraq_modifier.integrations.autoround`` (which loads both).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from auto_round.algorithms.quantization.sign_round.config import SignRoundConfig
+from auto_round.algorithms.registry import coerce_config_class
 from pydantic import ValidationError
 
 from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.autoround.host_options import (
+    HOST_OPTIONS,
+    HostDecision,
+    VSRAQOptionError,
+    check_host_options,
+)
+from vsraq_modifier.integrations.autoround.seams import quantizer_for
 
 __all__ = [
     "VSRAQ_FIELDS",
@@ -31,15 +43,12 @@ __all__ = [
 VSRAQ_FIELDS: tuple[str, ...] = tuple(VSRAQConfig.model_fields)
 
 
-class VSRAQOptionError(ValueError):
-    """A VSRAQ option, or its combination with an AutoRound option, is invalid."""
-
-
 def _describe(error: ValidationError) -> str:
     parts = []
     for e in error.errors():
         where = ".".join(str(p) for p in e["loc"]) or "options"
-        parts.append(f"{where}={e.get('input')!r}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}={e.get('input')!r}: {msg}" if e["loc"] else msg)
     return "; ".join(parts)
 
 
@@ -47,10 +56,11 @@ def vsraq_config(
     base: VSRAQConfig | Mapping[str, Any] | None = None, **options: Any
 ) -> VSRAQConfig:
     """A validated :class:`VSRAQConfig` from a config, a mapping and/or keywords
-    (keywords win); raises :class:`VSRAQOptionError` naming the bad option."""
+    (keywords win; of a config only its explicitly set options are taken); raises
+    :class:`VSRAQOptionError` naming the bad option."""
     values: dict[str, Any] = {}
     if isinstance(base, VSRAQConfig):
-        values.update(base.model_dump())
+        values.update(base.user_options())
     elif base is not None:
         values.update(dict(base))
     values.update(options)
@@ -69,8 +79,10 @@ class VSRAQSignRoundConfig(SignRoundConfig):
     Takes every :class:`SignRoundConfig` / scheme keyword (``iters``, ``lr``,
     ``bits``, ...) plus the VSRAQ options (``loss``, ``value_weight``,
     ``structure_weight``, ``margin``, ``value_target``, ``structure``,
-    ``temperature``, ``lookahead``; defaults from :class:`VSRAQConfig`), either
-    as keywords or as ``vsraq=VSRAQConfig(...)``.
+    ``temperature``, ``lookahead``, ``lookahead_every``; defaults from
+    :class:`VSRAQConfig`), either as keywords or as ``vsraq=VSRAQConfig(...)``.
+    ``host_options``: AutoRound options given elsewhere (e.g. to ``AutoRound``)
+    that the conflict rules need to see.
 
     Example::
 
@@ -83,71 +95,58 @@ class VSRAQSignRoundConfig(SignRoundConfig):
     """
 
     def __init__(
-        self, *, vsraq: VSRAQConfig | Mapping[str, Any] | None = None, **kwargs: Any
+        self,
+        *,
+        vsraq: VSRAQConfig | Mapping[str, Any] | None = None,
+        host_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         options = {k: kwargs.pop(k) for k in VSRAQ_FIELDS if k in kwargs}
-        iters = kwargs.get("iters")
-        if iters is not None and iters < 0:
-            # SignRoundConfig would silently reset a negative value to 200
-            raise VSRAQOptionError(f"iters={iters}: must be >= 0")
-        super().__init__(**kwargs)
         self.vsraq = vsraq_config(vsraq, **options)
-        self.check_vsraq()
-        from vsraq_modifier.integrations.autoround.register import ensure_registered
+        user = {k: kwargs[k] for k in HOST_OPTIONS if k in kwargs}
+        self.host_decision = check_host_options(
+            self.vsraq, {**user, **(host_options or {})}
+        )
+        super().__init__(**kwargs)
+        self._check_registered()
 
-        ensure_registered()
+    def _check_registered(self) -> None:
+        """Never a plain SignRound run labelled vsraq: AutoRound must run the
+        VSRAQ quantizer for this config."""
+        quantizer = quantizer_for(self)
+        if not getattr(quantizer, "runs_vsraq", False):
+            raise RuntimeError(
+                f"AutoRound would run {quantizer.__name__} for "
+                f"{type(self).__name__}, without the VSRAQ loss. Import the config "
+                "from vsraq_modifier.integrations.autoround (which registers the "
+                "VSRAQ quantizer); auto-round 0.15.x expected."
+            )
 
     @classmethod
     def from_signround(
-        cls, config: SignRoundConfig, vsraq: VSRAQConfig | Mapping[str, Any] | None
+        cls,
+        config: SignRoundConfig,
+        vsraq: VSRAQConfig,
+        decision: HostDecision,
     ) -> VSRAQSignRoundConfig:
         """The same SignRound settings with the VSRAQ options added (used by the
-        CLI, which builds AutoRound's own SignRoundConfig first)."""
+        CLI, which builds AutoRound's own SignRoundConfig first, after checking
+        the host options: ``decision``)."""
         if type(config) is not SignRoundConfig:
             raise VSRAQOptionError(
                 "--loss needs AutoRound's SignRound tuning, got "
                 f"{type(config).__name__} (--enable_adam and --enable_alg_ext select "
                 "other tuners; remove them)"
             )
-        new = copy.copy(config)
-        if getattr(config, "scheme", None) is not None:
-            new.scheme = config.scheme.copy()
-        if hasattr(config, "_user_set_scheme_fields"):
-            new._user_set_scheme_fields = set(config._user_set_scheme_fields)
-        new.__class__ = cls
-        new.vsraq = vsraq_config(vsraq)
-        new.check_vsraq()
-        from vsraq_modifier.integrations.autoround.register import ensure_registered
-
-        ensure_registered()
+        new = coerce_config_class(config, cls)
+        new.vsraq = vsraq
+        new.host_decision = decision
+        new._check_registered()
         return new
 
-    def check_vsraq(self) -> None:
-        """Refuse AutoRound settings that would bypass or silently drop the
-        routing objective (never a plain run labelled vsraq)."""
-        routing = self.vsraq.is_routing_loss
-        if routing and self.iters == 0:
-            raise VSRAQOptionError(
-                f"loss={self.vsraq.loss!r} with iters=0: AutoRound's iters=0 is "
-                "round-to-nearest, which has no loss to add a routing term to. Use "
-                "iters > 0 (e.g. 200), or drop the routing loss for RTN."
-            )
-        if getattr(self, "nblocks", 1) != 1:
-            raise VSRAQOptionError(
-                f"nblocks={self.nblocks}: AutoRound 0.15.1 ignores nblocks from the "
-                "algorithm config (it tunes one block at a time anyway). Remove "
-                "nblocks; the look-ahead term already links a block to the next router."
-            )
-        for flag in ("enable_adam", "enable_alg_ext"):
-            if getattr(self, flag, False):
-                raise VSRAQOptionError(
-                    f"{flag}=True selects another AutoRound tuner that the VSRAQ "
-                    f"quantizer does not implement. Remove {flag} (or --{flag})."
-                )
-
-    def check_configs(self) -> None:
-        super().check_configs()
-        self.check_vsraq()
+    #: set by __init__ / from_signround
+    vsraq: VSRAQConfig
+    host_decision: HostDecision
 
     def __repr__(self) -> str:
         return f"VSRAQSignRoundConfig(iters={self.iters}, vsraq={self.vsraq!r})"

@@ -1,18 +1,19 @@
 """``VSRAQQuantizer``: AutoRound's SignRound tuning plus the routing objective.
 
-Where it plugs into AutoRound 0.15.1 (``algorithms/composer.py``,
-``sign_round/quantizer.py``):
+The block's VSRAQ life is a :class:`~vsraq_modifier.session.BlockSession`; this
+class only calls it at AutoRound's points (``algorithms/composer.py``,
+``sign_round/quantizer.py``; private ones through ``seams.py``):
 
-1. ``register_fp_input_forward_hooks`` runs right before AutoRound's
-   full-precision reference forward of a block: the taps store the reference
-   logits of the block's own router(s) and of the look-ahead router (the next MoE
-   router, reached through the full-precision layers in between).
-2. ``wrapper_block`` (an instance attribute AutoRound calls once the block's
-   linears are wrapped for tuning): measure router agreement with the initial
-   rounding, then tap every tuning forward.
-3. ``_get_loss``: AutoRound's own loss plus ``BlockObjective(pairs)``; the pairs
-   come from the tuning forward that produced ``pred_output``.
-4. After tuning: agreement with the final weights, one log line per block.
+1. ``register_fp_input_forward_hooks``: right before AutoRound's full-precision
+   reference forward of a block -> ``session.capture_reference()``;
+2. ``quantize_block``: ``session.start(...)``, AutoRound's tuning, then
+   ``session.finish()`` (one log line per block);
+3. the block wrapped for tuning (seam ``wrap_block_hook``) ->
+   ``session.begin_tuning()``;
+4. each step's loss (seam ``LossSeam``) -> ``session.step_loss(...)``.
+
+Registered for :class:`VSRAQSignRoundConfig` here (and the algorithm alias
+``"vsraq"``), so importing this module is what makes AutoRound run it.
 """
 
 from __future__ import annotations
@@ -21,65 +22,55 @@ import math
 from typing import Any
 
 import torch
-from auto_round.algorithms.quantization.sign_round.quantizer import SignRoundQuantizer
-from auto_round.wrapper import wrapper_block
+from auto_round.algorithms.registry import register_algorithm, register_pipeline_member
 from loguru import logger
 from torch import nn
 
-from vsraq_modifier.guards import check_finite_block
-from vsraq_modifier.integrations.autoround.block_run import BlockRun, floats
-from vsraq_modifier.integrations.autoround.checks import (
-    check_run,
-    check_step,
-    check_tokens,
-)
+from vsraq_modifier.integrations.autoround import seams
 from vsraq_modifier.integrations.autoround.config import (
     VSRAQOptionError,
     VSRAQSignRoundConfig,
 )
-from vsraq_modifier.integrations.autoround.report import BlockReport
-from vsraq_modifier.integrations.autoround.taps import Agreement
-from vsraq_modifier.lookahead import LookaheadPath, next_router_path
-from vsraq_modifier.objective import BlockObjective, NonFiniteRoutingError, RouterPair
-from vsraq_modifier.routers import UnsupportedModelError, find_routers
-from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
+from vsraq_modifier.integrations.autoround.host_options import switch_off_messages
+from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.session import BlockReport, BlockSession, ModelRouting
 
-__all__ = ["VSRAQQuantizer", "MEASURE_SAMPLES"]
-
-#: calibration samples the before/after agreement of the log line is measured on:
-#: two no-grad passes over all 128 default samples cost about 10 % of a 100-iteration
-#: block; 32 samples (8192 tokens at 256 per sample) cost about 2.5 %
-MEASURE_SAMPLES = 32
+__all__ = ["VSRAQQuantizer", "VSRAQSignRoundConfig", "ensure_registered"]
 
 
-class VSRAQQuantizer(SignRoundQuantizer):
+@register_pipeline_member(VSRAQSignRoundConfig)
+class VSRAQQuantizer(seams.LossSeam):
     """SignRound with ``loss = host + BlockObjective(routers)`` per block.
 
-    Registered for :class:`VSRAQSignRoundConfig` (``register.py``). Forward hooks
-    need an eager block forward, so torch.compile is switched off (logged).
+    Forward hooks need an eager block forward, so torch.compile is switched off
+    (logged).
     """
+
+    #: what VSRAQSignRoundConfig checks the registry resolves to
+    runs_vsraq = True
 
     def __init__(self, config: VSRAQSignRoundConfig) -> None:
         super().__init__(config)
-        config.check_vsraq()  # options may have been set after construction
         self.vsraq = config.vsraq
         routing = self.vsraq.is_routing_loss
         self.objective = BlockObjective(self.vsraq) if routing else None
-        if routing and self.enable_lfq:
+        if config.host_decision.lfq_off and self.enable_lfq:
             self.enable_lfq = False
-            logger.info(
-                "vsraq: enable_lfq switched off: it replaces the last block's loss "
-                "by an LM cross-entropy that would bypass the routing objective"
-            )
-        self.wrapper_block = self._wrap_block
+            logger.info(switch_off_messages()["lfq"])
+        seams.wrap_block_hook(self, self._on_block_wrapped)
         self.reports: list[BlockReport] = []
-        self._sites: list[RouterSite] = []
-        self._layers: list[nn.Module] = []
-        self._layer_names: dict[int, str] = {}
+        self.routing: ModelRouting | None = None
+        #: the routing memory estimate of this run (None: not estimated)
+        self.memory: Any = None
         self._offloader: Any = None
-        self._run: BlockRun | None = None
+        self._session: BlockSession | None = None
         #: decoder layer whose captured inputs AutoRound replays on every block
         self._inputs_of: int | None = None
+
+    @property
+    def session(self) -> BlockSession | None:
+        """The block session in progress (None between blocks)."""
+        return self._session
 
     # --- run setup -------------------------------------------------------------
     def can_compile_block_forward(self) -> bool:
@@ -87,96 +78,102 @@ class VSRAQQuantizer(SignRoundQuantizer):
 
     def bind(self, orchestrator: Any) -> None:
         super().bind(orchestrator)
-        self._offloader = getattr(orchestrator, "_offloader", None)
+        self._offloader = seams.offloader_of(orchestrator)
         ctx = self.compress_context
         if ctx is not None and getattr(ctx, "enable_torch_compile", False):
             ctx.enable_torch_compile = False
-            logger.info(
-                "vsraq: torch.compile switched off: the routing loss reads router "
-                "logits with forward hooks, which a compiled block would skip"
-            )
-        self._find_routers()
+            logger.info(switch_off_messages()["torch_compile"])
+        self.routing = self._find_routing()
+        self._check_run()
 
-    def _find_routers(self) -> None:
-        model = self.model
-        try:
-            self._sites = find_routers(model)
-        except UnsupportedModelError:
-            if self.vsraq.is_routing_loss:
-                raise
-            logger.warning("vsraq: no MoE router found; loss=mse runs plain AutoRound")
-            self._sites = []
+    def _routing_model(self) -> nn.Module:
+        """The model whose routers and layers the run tunes."""
+        return self.model
+
+    def _find_routing(self) -> ModelRouting:
+        routing = ModelRouting(self._routing_model(), self.vsraq)
+        if not routing.sites:
+            routing.warn_no_router()
+        else:
+            logger.info(routing.describe())
+        return routing
+
+    def _check_run(self) -> None:
+        """Calibration data and routing memory, before calibration."""
+        from vsraq_modifier.guards import check_calibration_samples
+
+        calib = self.calibration_context
+        if calib is None:
             return
-        self._layers = list(decoder_layers(model))
-        ids = {id(m) for m in self._layers}
-        self._layer_names = {id(m): n for n, m in model.named_modules() if id(m) in ids}
-        ahead = "on" if self.vsraq.lookahead else "off"
-        layers = [s.layer for s in self._sites]
-        logger.info(
-            f"vsraq: loss={self.vsraq.loss}, options {self.vsraq.model_dump()}; "
-            f"MoE routers at layers {layers}; look-ahead {ahead}"
+        check_calibration_samples(calib.dataset, calib.seqlen)
+        tokens = int(calib.nsamples) * int(calib.seqlen)
+        batch = min(int(calib.batch_size), int(calib.nsamples))
+        self.memory = self.routing.guard_memory(
+            device=seams.tuning_device(),
+            tokens=tokens,
+            batch_tokens=batch * int(calib.seqlen),
+            activation_bytes=self._activation_bytes(),
         )
-        check_run(self)  # calibration data and memory, before calibration
 
-    def _layer_index(self, block: nn.Module) -> int | None:
-        for i, layer in enumerate(self._layers):
-            if layer is block:
-                return i
-        return None
+    def _activation_bytes(self) -> int:
+        ctx = self.model_context
+        dtype = getattr(ctx, "amp_dtype", None) if getattr(ctx, "amp", False) else None
+        if not isinstance(dtype, torch.dtype):
+            dtype = next(
+                (p.dtype for p in self.model.parameters() if p.is_floating_point()),
+                torch.float32,
+            )
+        return torch.empty((), dtype=dtype).element_size()
 
     # --- 1. reference ----------------------------------------------------------
     def register_fp_input_forward_hooks(self, block: nn.Module) -> list:
         handles = list(super().register_fp_input_forward_hooks(block))
-        self._run = None
-        if not self._sites:
+        self._session = None
+        routing = self.routing
+        if routing is None or not routing.sites:
             return handles
-        index = self._layer_index(block)
+        index = routing.index_of(block)
         if index is None:
-            if type(block).__name__ == "WrapperMultiblock":
+            if seams.is_multiblock(block):
                 raise VSRAQOptionError(
                     "vsraq tunes one decoder layer at a time; remove nblocks"
                 )
             return handles  # not a decoder layer (e.g. a vision tower block)
         if self._inputs_of is None:
             self._inputs_of = index
-        own = [s for s in self._sites if s.layer == index]
-        path = None
-        if self.vsraq.lookahead:
-            path = next_router_path(self._layers, self._sites, index)
-        if not own and path is None:
+        session = routing.open_block(
+            index,
+            block,
+            objective=self.objective,
+            mask_layer=self._mask_layer(index),
+            param_name=seams.tuned_parameter_name,
+        )
+        if session is None:
             return handles
-        self._prepare_lookahead(path, block)
-        run = BlockRun(index, block, own, path)
-        run.handles = run.taps.attach()
-        self._run = run
-        return handles + run.handles
+        self._prepare_lookahead(session, block)
+        self._session = session
+        return handles + session.capture_reference()
 
-    def _prepare_lookahead(self, path: LookaheadPath | None, block: nn.Module) -> None:
-        """AutoRound may have offloaded the untuned layers (low_cpu_mem_usage: their
-        weights emptied or on meta); bring the look-ahead layers back. They stay
-        loaded: AutoRound's own reload at their turn is then a no-op.
+    def _mask_layer(self, index: int) -> int:
+        """AutoRound replays the first block's captured inputs on every block:
+        their attention mask is of that layer's type."""
+        return self._inputs_of or 0
 
-        AutoRound replays the first block's captured inputs on every block, so
-        the attention mask is of that layer's type; a look-ahead layer of another
-        type (gpt-oss sliding/full, Nemotron-H) gets the mask of its own."""
-        if path is None:
+    def _prepare_lookahead(self, session: BlockSession, block: nn.Module) -> None:
+        """Bring the look-ahead layers back where AutoRound offloaded them; they
+        stay loaded (AutoRound's own reload at their turn is then a no-op)."""
+        if session.path is None:
             return
-        from auto_round.modeling.fused_moe.replace_modules import materialize_model_
-        from auto_round.utils import convert_module_to_hp_if_necessary
-
-        from vsraq_modifier.integrations.llmcompressor.masks import lookahead_kwargs
-
-        config = text_config(self.model.config)
-        path.kwargs_for = lookahead_kwargs(config, self._inputs_of or 0)
-
         device = next(block.parameters()).device
-        for layer in path.layers:
-            name = self._layer_names[id(layer)]
-            if self._offloader is not None:
-                self._offloader.reload(self.model, name)
-            materialize_model_(layer)
-            convert_module_to_hp_if_necessary(
-                layer, self.model_context.amp_dtype, device
+        for layer in session.path.layers:
+            name = self.routing.name_of(layer)
+            seams.restore_lookahead_layer(
+                self.model,
+                layer,
+                name,
+                offloader=self._offloader,
+                amp_dtype=self.model_context.amp_dtype,
+                device=device,
             )
             if any(p.is_meta or p.numel() == 0 for p in layer.parameters()):
                 raise RuntimeError(
@@ -185,6 +182,11 @@ class VSRAQQuantizer(SignRoundQuantizer):
                     "(--disable_low_cpu_mem_usage)"
                 )
             layer.to(device)
+
+    def _release_lookahead(self, session: BlockSession) -> None:
+        if session.path is not None:
+            for layer in session.path.layers:
+                seams.release_lookahead_layer(layer)
 
     # --- 2.-4. tuning ------------------------------------------------------------
     def quantize_block(
@@ -198,24 +200,12 @@ class VSRAQQuantizer(SignRoundQuantizer):
         input_ids: Any = None,
         **kwargs: Any,
     ) -> dict:
-        run, self._run = self._run, None
-        if run is not None:
-            run.detach()  # reference taps (AutoRound removes them too)
+        session, self._session = self._session, None
+        if session is not None:
+            session.end_reference()  # AutoRound removes the handles too
         args = (block, fp_inputs, input_others, fp_outputs, q_inputs, block_ctx)
-        if run is None or run.layer is not block:
-            if self._sites and self._layer_index(block) is not None:
-                own = [s for s in self._sites if s.layer == self._layer_index(block)]
-                if own or (self.vsraq.lookahead and self._has_router_after(block)):
-                    raise RuntimeError(
-                        "vsraq: the full-precision reference forward of this block ran "
-                        "without the VSRAQ hooks (the host supplied reference outputs, "
-                        "as llm-compressor's AutoRoundModifier does); use "
-                        "VSRAQModifier for llm-compressor"
-                    )
-                logger.info(
-                    f"vsraq layer {self._layer_index(block)}: no MoE router at or "
-                    "after this layer; AutoRound's loss only"
-                )
+        if session is None or session.layer is not block:
+            self._check_unrouted(block)
             return super().quantize_block(*args, input_ids=input_ids, **kwargs)
 
         active = (
@@ -223,153 +213,76 @@ class VSRAQQuantizer(SignRoundQuantizer):
             if (q_inputs is not None and self.enable_quanted_input)
             else fp_inputs
         )
-        nsamples = (
-            len(active) if isinstance(active, list) else self._count_samples(active)
-        )
-        if run.ref.samples != nsamples:
-            raise RuntimeError(
-                f"vsraq: reference router logits cover {run.ref.samples} samples, the "
-                f"block is tuned on {nsamples}"
-            )
+        nsamples = seams.count_samples(self, active)
         bs = self.calibration_context.batch_size
-        run.calls_per_iter = math.ceil(
-            min(nsamples, bs * self.gradient_accumulate_steps) / bs
+        session.start(
+            nsamples=nsamples,
+            inputs=active,
+            forward=lambda idx: self.block_forward(
+                block, active, input_others, indices=idx
+            ),
+            calls_per_iter=math.ceil(
+                min(nsamples, bs * self.gradient_accumulate_steps) / bs
+            ),
+            batch_size=self.block_forward.batch_size,
+            loss_masks=seams.loss_valid_masks(self, input_ids),
         )
-        check_tokens(self, input_ids, run.index)
-        run.inputs, run.others = active, input_others
-        if self.objective is not None:
-            self.objective.reset()
-        self._run = run
+        self._session = session
         try:
             best = super().quantize_block(*args, input_ids=input_ids, **kwargs)
-            check_finite_block(block, run.index)
-            run.detach()
-            self._measure(run, run.after)
+            report = session.finish()
         finally:
-            run.detach()
-            self._run = None
-            self._release_lookahead(run)
-        report = self._report(run)
+            session.detach()
+            self._session = None
+            self._release_lookahead(session)
         self.reports.append(report)
         logger.info(report.line())
         return best
 
-    def _has_router_after(self, block: nn.Module) -> bool:
-        index = self._layer_index(block)
-        return index is not None and any(s.layer > index for s in self._sites)
-
-    def _wrap_block(self, block: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        names = wrapper_block(block, *args, **kwargs)
-        run = self._run
-        if run is not None and run.layer is block:
-            self._measure(run, run.before)
-            run.phase = "tune"
-            run.taps.ahead_enabled = self.objective is not None and run.path is not None
-            run.handles = run.taps.attach()
-        return names
-
-    @torch.no_grad()
-    def _measure(self, run: BlockRun, table: Agreement) -> None:
-        """Route the first ``MEASURE_SAMPLES`` calibration samples through the
-        block as it is now and count the tokens whose expert set matches the
-        reference."""
-        if not isinstance(run.inputs, list):
-            return  # dict inputs (diffusion) have no routers to measure
-        run.phase = "measure"
-        run.taps.ahead_enabled = run.path is not None
-        handles = run.taps.attach()
-        masks = getattr(self, "_cached_valid_token_mask", None)
-        try:
-            n = min(len(run.inputs), MEASURE_SAMPLES)
-            bs = self.block_forward.batch_size
-            for start in range(0, n, bs):
-                idx = list(range(start, min(n, start + bs)))
-                self.block_forward(run.layer, run.inputs, run.others, indices=idx)
-                record = run.take()
-                mask = self._mask(masks, idx)
-                for key, logits in record.logits.items():
-                    ref = run.ref.get(key, idx)
-                    table.update(run.layers[key], logits, ref, run.specs[key], mask)
-        finally:
-            for h in handles:
-                h.remove()
-
-    @staticmethod
-    def _mask(masks: list | None, indices: Any) -> torch.Tensor | None:
-        if not masks:
-            return None
-        return torch.cat([masks[int(i)] for i in indices], dim=0).reshape(-1).bool()
-
-    def _get_loss(
-        self,
-        pred_output: torch.Tensor,
-        ref_output: torch.Tensor,
-        indices: Any,
-        loss_func: Any,
-        device: Any = "cpu",
-        valid_token_mask: Any = None,
-        input_ids: Any = None,
-    ) -> torch.Tensor:
-        host = super()._get_loss(
-            pred_output,
-            ref_output,
-            indices,
-            loss_func,
-            device,
-            valid_token_mask,
-            input_ids,
-        )
-        run = self._run
-        if run is None or run.phase != "tune":
-            return host
-        record = run.take()
-        run.note_host(float(host.detach()))
-        if self.objective is not None and run.path is not None:
-            # lookahead_every = n: the next step runs the look-ahead if n divides
-            # its iteration (the agreement passes always run it)
-            run.taps.ahead_enabled = run.iteration % self.vsraq.lookahead_every == 0
-        check_step(self, host)  # NaN/inf: stop, naming the layer
-        if self.objective is None or not record.logits:
-            return host
-        mask = self._mask(valid_token_mask, indices)
-        pairs = []
-        for key, logits in record.logits.items():
-            ref = run.ref.get(key, indices).to(logits.device)
-            m = None if mask is None else mask.to(logits.device)
-            pairs.append(RouterPair(logits, ref, run.specs[key], mask=m))
-        try:
-            extra, _terms = self.objective(pairs, host_loss=host, slots=len(run.specs))
-        except NonFiniteRoutingError:
-            check_step(self, host, record.logits.keys(), pairs)  # names the router
-            raise
-        return host + extra
-
-    # --- teardown ----------------------------------------------------------------
-    def _release_lookahead(self, run: BlockRun) -> None:
-        if run.path is None:
+    def _check_unrouted(self, block: nn.Module) -> None:
+        """A block tuned without a session: right only if it has no router and
+        no router after it."""
+        routing = self.routing
+        index = routing.index_of(block) if routing and routing.sites else None
+        if index is None:
             return
-        from auto_round.utils import mv_module_from_gpu
-
-        for layer in run.path.layers:
-            mv_module_from_gpu(layer)
-
-    def _report(self, run: BlockRun) -> BlockReport:
-        first = run.host_iters[0] if run.host_iters else float("nan")
-        last = run.host_iters[-1] if run.host_iters else float("nan")
-        obj = self.objective
-        return BlockReport(
-            layer=run.index,
-            loss=self.vsraq.loss,
-            iters=len(run.host_iters),
-            host_first=first,
-            host_last=last,
-            terms_first=floats(getattr(obj, "first", None)),
-            terms_last=floats(getattr(obj, "last", None)),
-            agreement_before={
-                run.names[k]: v for k, v in run.before.exact_match().items()
-            },
-            agreement_after={
-                run.names[k]: v for k, v in run.after.exact_match().items()
-            },
-            reference_bytes=run.ref.nbytes,
+        if routing.needs_session(index):
+            raise RuntimeError(
+                "vsraq: the full-precision reference forward of this block ran "
+                "without the VSRAQ hooks (the host supplied reference outputs, "
+                "as llm-compressor's AutoRoundModifier does); use "
+                "VSRAQModifier for llm-compressor"
+            )
+        logger.info(
+            f"vsraq layer {index}: no MoE router at or after this layer; "
+            "AutoRound's loss only"
         )
+
+    def _on_block_wrapped(self, block: nn.Module) -> None:
+        session = self._session
+        if session is not None and session.layer is block:
+            session.set_sample_masks(seams.sample_valid_masks(self))
+            session.begin_tuning()
+
+    def vsraq_step_loss(
+        self, host: torch.Tensor, indices: Any, masks: Any
+    ) -> torch.Tensor:
+        session = self._session
+        if session is None:
+            return host
+        return session.step_loss(host, indices, masks)
+
+
+register_algorithm(
+    "vsraq",
+    aliases=("vsraq",),
+    config_factory=VSRAQSignRoundConfig,
+    summary="SignRound with the routing-aware VSRAQ loss for MoE models "
+    "(vsraq-modifier).",
+)
+
+
+def ensure_registered() -> None:
+    """Check that AutoRound maps :class:`VSRAQSignRoundConfig` to
+    :class:`VSRAQQuantizer` (importing this module registered it)."""
+    seams.require_quantizer(VSRAQSignRoundConfig, VSRAQQuantizer)

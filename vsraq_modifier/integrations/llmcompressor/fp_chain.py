@@ -23,7 +23,7 @@ from loguru import logger
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from vsraq_modifier.integrations.llmcompressor.masks import restore_causal_masks
+from vsraq_modifier.masks import restore_causal_masks
 
 __all__ = ["FullPrecisionChain", "Captured"]
 
@@ -65,8 +65,9 @@ class FullPrecisionChain:
         config: Any,
     ) -> list[Captured]:
         """``calls`` with the causal masks the pipeline lost put back
-        (``masks.py``) and their hidden states replaced by the chain's, when the
-        chain holds the outputs of the layer just before ``layer`` in ``layers``;
+        (:mod:`vsraq_modifier.masks`) and their hidden states replaced by the
+        chain's, when the chain holds the outputs of the layer just before
+        ``layer`` in ``layers``;
         then computes ``layer``'s full-precision outputs for the next layer."""
         index = next((i for i, m in enumerate(layers) if m is layer), None)
         if index is not None:

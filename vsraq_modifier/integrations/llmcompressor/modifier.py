@@ -12,22 +12,24 @@ through the full model, linearized-expert quirks, and layer dtypes.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from llmcompressor.core import Event, State
-from llmcompressor.modifiers.autoround import AutoRoundModifier
 from llmcompressor.modifiers.utils.hooks import HooksMixin
-from pydantic import PrivateAttr, create_model, field_validator, model_validator
+from pydantic import PrivateAttr, ValidationError, model_validator
 from torch import nn
 
-from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.integrations.llmcompressor.checks import (
+from vsraq_modifier.config import LossName, VSRAQConfig
+from vsraq_modifier.integrations.autoround.config import vsraq_config
+from vsraq_modifier.integrations.autoround.host_options import check_host_options
+from vsraq_modifier.integrations.llmcompressor import seams
+from vsraq_modifier.integrations.llmcompressor.autoround_per_layer import (
+    LLMCompressorVSRAQSignRoundConfig,
+)
+from vsraq_modifier.integrations.llmcompressor.calibration_checks import (
     check_calibration_data,
     check_first_layer,
-)
-from vsraq_modifier.integrations.llmcompressor.experts import (
-    experts_without_activation_child,
 )
 from vsraq_modifier.integrations.llmcompressor.fp_chain import FullPrecisionChain
 from vsraq_modifier.integrations.llmcompressor.register import register
@@ -39,31 +41,15 @@ __all__ = ["VSRAQ_FIELDS", "VSRAQModifier"]
 VSRAQ_FIELDS: tuple[str, ...] = tuple(VSRAQConfig.model_fields)
 
 
-def _vsraq_validators() -> dict[str, Any]:
-    """VSRAQConfig's field validators, applied to the same modifier fields."""
-    decorators = VSRAQConfig.__pydantic_decorators__.field_validators
-    return {
-        name: field_validator(*d.info.fields, mode=d.info.mode)(d.func.__func__)
-        for name, d in decorators.items()
-    }
+def _option(name: str) -> Any:
+    """VSRAQConfig's field ``name`` (default, constraints, description), so a
+    recipe value out of range fails when the recipe is parsed, naming the field;
+    tests/unit/integrations/llmcompressor/test_modifier.py checks the modifier's
+    fields equal VSRAQConfig's."""
+    return copy.copy(VSRAQConfig.model_fields[name])
 
 
-# The VSRAQ options as modifier fields: same names, types, constraints, defaults,
-# descriptions and validators as VSRAQConfig (taken from it, never restated), so
-# a recipe with an out-of-range value fails when it is parsed, naming the field.
-_VSRAQFields = create_model(
-    "_VSRAQFields",
-    __base__=AutoRoundModifier,
-    __module__=__name__,
-    __validators__=_vsraq_validators(),
-    **{
-        name: (field.annotation, copy.copy(field))
-        for name, field in VSRAQConfig.model_fields.items()
-    },
-)
-
-
-class VSRAQModifier(_VSRAQFields):
+class VSRAQModifier(seams.arguments_seam()):
     """AutoRound (SignSGD rounding, block-wise loss) plus VSRAQ's routing-aware
     objective, so that an MoE model keeps its expert choices when quantized.
 
@@ -105,6 +91,17 @@ class VSRAQModifier(_VSRAQFields):
         - AutoRoundModifier's (freeze quantization, remove hooks)
     """
 
+    # the VSRAQ options (meaning and defaults: VSRAQConfig)
+    loss: LossName = _option("loss")
+    value_weight: float = _option("value_weight")
+    structure_weight: float = _option("structure_weight")
+    margin: float = _option("margin")
+    value_target: Literal["logits", "scores", "both"] = _option("value_target")
+    structure: Literal["margin", "set_nll"] = _option("structure")
+    temperature: float | None = _option("temperature")
+    lookahead: bool = _option("lookahead")
+    lookahead_every: int = _option("lookahead_every")
+
     _vsraq: VSRAQConfig = PrivateAttr(default=None)
     _model: nn.Module | None = PrivateAttr(default=None)
     _layer: nn.Module | None = PrivateAttr(default=None)
@@ -113,19 +110,21 @@ class VSRAQModifier(_VSRAQFields):
 
     @model_validator(mode="after")
     def _check_vsraq(self) -> VSRAQModifier:
-        # every option was validated as a field already; one config for the run
-        self._vsraq = VSRAQConfig(
-            **{name: getattr(self, name) for name in VSRAQ_FIELDS}
-        )
-        if self._vsraq.is_routing_loss and self.iters < 1:
-            raise ValueError(
-                f"VSRAQModifier.iters={self.iters} with loss={self.loss!r}: iters=0 is "
-                "AutoRound's round-to-nearest, which has no loss to add a routing "
-                "term to. Set iters >= 1 (e.g. 200), or loss: mse."
-            )
-        if self.iters < 0:
-            raise ValueError(f"VSRAQModifier.iters={self.iters}: must be >= 0")
+        # one config for the run, from the options the recipe set
+        given = {
+            n: getattr(self, n) for n in VSRAQ_FIELDS if n in self.model_fields_set
+        }
+        try:
+            self._vsraq = vsraq_config(**given)
+            check_host_options(self._vsraq, self._host_options())
+        except (ValidationError, ValueError) as e:
+            raise ValueError(f"VSRAQModifier: {e}") from None
         return self
+
+    def _host_options(self) -> dict[str, Any]:
+        """The AutoRound options of the recipe the conflict rules read."""
+        names = ("iters", "enable_torch_compile")
+        return {n: getattr(self, n) for n in names if n in self.model_fields_set}
 
     @property
     def vsraq(self) -> VSRAQConfig:
@@ -142,26 +141,31 @@ class VSRAQModifier(_VSRAQFields):
 
     def on_calibration_start(self, state: State, event: Event, **kwargs: Any) -> None:
         super().on_calibration_start(state, event, **kwargs)
-        self._layers = [m for m in state.model.modules() if self._is_decoding_layer(m)]
+        self._layers = seams.decoding_layers(self, state.model.modules())
         self._fp_chain.reset()
 
     def on_sequential_epoch_end(
         self, state: State, event: Event, modules: list[nn.Module], **kwargs: Any
     ) -> None:
-        layers = [m for m in modules or [] if self._is_decoding_layer(m)]
+        layers = seams.decoding_layers(self, modules)
         if len(layers) != 1:  # AutoRoundModifier's own check / no-op
             return super().on_sequential_epoch_end(state, event, modules, **kwargs)
         layer = self._layer = layers[0]
-        calls = self._all_module_input.get(layer._tmp_name)
+        calls = seams.captured_calls(self, layer)
         check_first_layer(
             state.model, layer, calls, vsraq=self.vsraq, batch_size=self.batch_size
         )  # routing memory: logged, refused over VSRAQ_MEMORY_LIMIT_GB
         if calls:
-            self._all_module_input[layer._tmp_name] = self._fp_chain.feed(
-                self._layers, layer, calls, state.model.config
+            seams.replace_captured_calls(
+                self,
+                layer,
+                self._fp_chain.feed(self._layers, layer, calls, state.model.config),
             )
         try:
-            with experts_without_activation_child(layer), HooksMixin.disable_hooks():
+            with (
+                seams.experts_without_activation_child(layer),
+                HooksMixin.disable_hooks(),
+            ):
                 super().on_sequential_epoch_end(state, event, modules, **kwargs)
         finally:
             self._layer = None
@@ -174,13 +178,7 @@ class VSRAQModifier(_VSRAQFields):
         self._model, self._layers = None, []
         return super().on_finalize(state, **kwargs)
 
-    # --- the AutoRound call ------------------------------------------------------
-    def _update_device_map_for_dp(self, ar_kwargs: dict[str, Any]) -> None:
-        """The last hook before ``AutoRoundModifier.apply_autoround`` builds
-        ``AutoRound(**ar_kwargs)`` (contract-tested): adapt those arguments."""
-        super()._update_device_map_for_dp(ar_kwargs)
-        self.adapt_autoround_kwargs(ar_kwargs)
-
+    # --- the AutoRound call (seams.arguments_seam) --------------------------------
     def adapt_autoround_kwargs(self, ar_kwargs: dict[str, Any]) -> None:
         """What VSRAQ changes in AutoRoundModifier's ``AutoRound(...)`` call:
         the VSRAQ quantizer's config, and AutoRound's amp off for float32 layers.
@@ -193,10 +191,6 @@ class VSRAQModifier(_VSRAQFields):
             ar_kwargs["amp"] = next(self._layer.parameters()).dtype != torch.float32
         if self.iters == 0:
             return  # round-to-nearest: AutoRound's own path (loss=mse only)
-        from vsraq_modifier.integrations.llmcompressor.quantizer import (
-            LLMCompressorVSRAQSignRoundConfig,
-        )
-
         ar_kwargs.pop("disable_opt_rtn", None)  # an RTN option; SignRound has none
         ar_kwargs["alg_configs"] = LLMCompressorVSRAQSignRoundConfig(
             host_model=self._model,

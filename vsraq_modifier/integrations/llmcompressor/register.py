@@ -34,10 +34,9 @@ def create_modifier(**kwargs: Any) -> Any:
 def on_factory_import(module: ModuleType) -> None:
     """Post-import callback for ``llmcompressor.modifiers.factory``: registers the
     lazy entry (nothing heavy is imported here)."""
-    factory = module.ModifierFactory
-    # ``ModifierFactory.register`` insists on a Modifier subclass, which cannot be
-    # imported yet; ``create`` only calls the entry, so a function is enough.
-    factory._registered_registry.setdefault(MODIFIER_NAME, create_modifier)
+    from vsraq_modifier.integrations.llmcompressor.seams import register_lazy_modifier
+
+    register_lazy_modifier(module.ModifierFactory, MODIFIER_NAME, create_modifier)
 
 
 def register(cls: type) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from vsraq_modifier.transformers_seams import attention_implementation
+
 __all__ = ["layer_attention_kind", "lookahead_kwargs", "restore_causal_masks"]
 
 _EAGER = ("eager",)
@@ -69,7 +71,7 @@ def restore_causal_masks(
 ) -> list[tuple[tuple, dict]]:
     """``calls`` (captured (args, kwargs) of decoder layer ``index``) with the
     causal mask filled in where the pipeline passed ``None``."""
-    if getattr(config, "_attn_implementation", None) not in _EAGER:
+    if attention_implementation(config) not in _EAGER:
         return calls  # sdpa/flash treat None as causal
     kind = layer_attention_kind(config, index)
     out = []

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.guards import CalibrationDataError
-from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
-from vsraq_modifier.routers import find_routers
-from vsraq_modifier.routers.base import decoder_layers, text_config
+from vsraq_modifier.memory import RoutingMemory
+from vsraq_modifier.routers.base import decoder_layers
+from vsraq_modifier.session import ModelRouting
 
 __all__ = ["check_calibration_data", "check_first_layer"]
 
@@ -38,7 +39,7 @@ def check_first_layer(
     layer: nn.Module,
     calls: list[tuple[tuple, dict]] | None,
     *,
-    vsraq: Any,
+    vsraq: VSRAQConfig,
     batch_size: int,
 ) -> RoutingMemory | None:
     """Memory estimate and check, when ``layer`` is the model's first decoder
@@ -46,10 +47,7 @@ def check_first_layer(
     layers = list(decoder_layers(model))
     if not calls or not layers or layer is not layers[0]:
         return None
-    try:
-        sites = find_routers(model)
-    except ValueError:
-        return None  # loss=mse on a model without routers: nothing is cached
+    routing = ModelRouting(model, vsraq)  # loss=mse without routers: no sites
     hiddens = [h for h in map(_hidden, calls) if h is not None and h.dim() >= 2]
     if not hiddens:
         return None
@@ -62,15 +60,10 @@ def check_first_layer(
         from compressed_tensors.offload import get_execution_device
 
         device = get_execution_device(layer)
-    return guard_routing_memory(
-        sites,
+    return routing.guard_memory(
         device=device,
-        num_layers=len(layers),
-        config=text_config(model.config),
         tokens=tokens,
         batch_tokens=min(batch_size, len(hiddens)) * per_call,
-        lookahead=vsraq.lookahead,
-        routing_loss=vsraq.is_routing_loss,
         activation_bytes=torch.empty((), dtype=dtype).element_size(),
     )
 

@@ -3,9 +3,8 @@
 llm-compressor's ``AutoRoundModifier`` builds a fresh ``AutoRound`` per decoder
 layer around a wrapper model that holds only that layer, and calls
 ``AutoRound.quantize_block``. The loss plumbing is the AutoRound integration's
-(:class:`~vsraq_modifier.integrations.autoround.quantizer.VSRAQQuantizer`: taps on
-the reference and tuning forwards, ``BlockObjective`` added in ``_get_loss``);
-this subclass only changes what differs in that setting:
+(:class:`~vsraq_modifier.integrations.autoround.quantizer.VSRAQQuantizer`, one
+``BlockSession`` per layer); this subclass only changes what differs there:
 
 - routers, layer indices and the look-ahead path come from the full model
   (AutoRound's own model is the one-layer wrapper, which has no next router);
@@ -13,7 +12,7 @@ this subclass only changes what differs in that setting:
   each module when it runs, and moving them would fight it; each look-ahead layer
   gets the attention mask of its own type (``masks.lookahead_kwargs``);
 - the tuning loop runs each linearized expert on its routed tokens only
-  (``experts.routed_experts_only``: same loss and gradients, k/E of the cost).
+  (``seams.routed_experts_only``: same loss and gradients, k/E of the cost).
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ from auto_round.algorithms.registry import register_pipeline_member
 from loguru import logger
 from torch import nn
 
-from vsraq_modifier.integrations.autoround.config import VSRAQSignRoundConfig
-from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer
-from vsraq_modifier.integrations.llmcompressor.experts import routed_experts_only
-from vsraq_modifier.integrations.llmcompressor.masks import lookahead_kwargs
-from vsraq_modifier.lookahead import LookaheadPath
-from vsraq_modifier.routers import UnsupportedModelError, find_routers
-from vsraq_modifier.routers.base import decoder_layers
+from vsraq_modifier.integrations.autoround.quantizer import (
+    VSRAQQuantizer,
+    VSRAQSignRoundConfig,
+)
+from vsraq_modifier.integrations.llmcompressor.seams import routed_experts_only
+from vsraq_modifier.session import BlockSession, ModelRouting
 
 __all__ = [
     "HostModel",
@@ -60,39 +58,36 @@ class LLMCompressorVSRAQSignRoundConfig(VSRAQSignRoundConfig):
     """
 
     def __init__(self, *, host_model: nn.Module, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         self.host = HostModel(host_model)
+        super().__init__(**kwargs)
 
 
 @register_pipeline_member(LLMCompressorVSRAQSignRoundConfig)
 class LLMCompressorVSRAQQuantizer(VSRAQQuantizer):
     """:class:`VSRAQQuantizer` for one layer of llm-compressor's model."""
 
-    def _find_routers(self) -> None:
-        model = self.config.host.model
-        try:
-            self._sites = find_routers(model)
-        except UnsupportedModelError:
-            if self.vsraq.is_routing_loss:
-                raise
-            self._sites = []
-            return
-        self._layers = list(decoder_layers(model))
-        ids = {id(m) for m in self._layers}
-        self._layer_names = {id(m): n for n, m in model.named_modules() if id(m) in ids}
+    def _routing_model(self) -> nn.Module:
+        return self.config.host.model
+
+    def _find_routing(self) -> ModelRouting:
+        routing = ModelRouting(self._routing_model(), self.vsraq)
         logger.debug(
-            f"vsraq: MoE routers at layers {[s.layer for s in self._sites]} of the "
+            f"vsraq: MoE routers at layers {[s.layer for s in routing.sites]} of the "
             "llm-compressor model"
         )
+        return routing
 
-    def _prepare_lookahead(self, path: LookaheadPath | None, block: nn.Module) -> None:
-        """No device moves (llm-compressor onloads the look-ahead layers itself);
-        per-layer attention masks."""
-        if path is not None:
-            config = self.config.host.model.config
-            path.kwargs_for = lookahead_kwargs(config, path.first_layer - 1)
+    def _check_run(self) -> None:
+        """AutoRound's calibration settings are placeholders here; the modifier
+        checks data and memory on the captured calls (calibration_checks.py)."""
 
-    def _release_lookahead(self, run: Any) -> None:
+    def _mask_layer(self, index: int) -> int:
+        return index  # each layer is tuned on its own captured calls
+
+    def _prepare_lookahead(self, session: BlockSession, block: nn.Module) -> None:
+        """No device moves (llm-compressor onloads the look-ahead layers itself)."""
+
+    def _release_lookahead(self, session: BlockSession) -> None:
         """Nothing to do (see :meth:`_prepare_lookahead`)."""
 
     def quantize_block(self, *args: Any, **kwargs: Any) -> dict:

@@ -1,0 +1,134 @@
+"""``ModelRouting``: the MoE routers and decoder layers of the model a run tunes,
+and the :class:`BlockSession` of each of its layers.
+
+One router-finding place for both hosts (AutoRound tunes the model it was given;
+llm-compressor hands AutoRound a one-layer wrapper, so the routers come from
+llm-compressor's full model). Host-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+from torch import nn
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.lookahead import next_router_path
+from vsraq_modifier.masks import lookahead_kwargs
+from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
+from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.routers import UnsupportedModelError, find_routers
+from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
+from vsraq_modifier.session.block import BlockSession
+
+__all__ = ["ModelRouting"]
+
+
+class ModelRouting:
+    """Routers (``sites``) and decoder layers of ``model`` for a run with
+    ``config``. A model without MoE router is an error for a routing loss; with
+    ``loss=mse`` it gives an empty routing (the host runs unchanged)."""
+
+    def __init__(self, model: nn.Module, config: VSRAQConfig) -> None:
+        self.model = model
+        self.config = config
+        self.sites: list[RouterSite] = []
+        self.layers: list[nn.Module] = []
+        self.layer_names: dict[int, str] = {}
+        try:
+            self.sites = find_routers(model)
+        except UnsupportedModelError:
+            if config.is_routing_loss:
+                raise
+            return
+        self.layers = list(decoder_layers(model))
+        ids = {id(m) for m in self.layers}
+        self.layer_names = {id(m): n for n, m in model.named_modules() if id(m) in ids}
+
+    def describe(self) -> str:
+        ahead = "on" if self.config.lookahead else "off"
+        return (
+            f"vsraq: loss={self.config.loss}, options {self.config.model_dump()}; "
+            f"MoE routers at layers {[s.layer for s in self.sites]}; look-ahead {ahead}"
+        )
+
+    def index_of(self, block: nn.Module) -> int | None:
+        """Decoder layer index of ``block`` (None: not a decoder layer)."""
+        for i, layer in enumerate(self.layers):
+            if layer is block:
+                return i
+        return None
+
+    def name_of(self, layer: nn.Module) -> str:
+        return self.layer_names[id(layer)]
+
+    def needs_session(self, index: int) -> bool:
+        """Whether decoder layer ``index`` has a router, or (look-ahead on) one
+        after it: then its tuning must go through a :class:`BlockSession`."""
+        own = any(s.layer == index for s in self.sites)
+        ahead = self.config.lookahead and any(s.layer > index for s in self.sites)
+        return own or ahead
+
+    def open_block(
+        self,
+        index: int,
+        block: nn.Module,
+        *,
+        objective: BlockObjective | None,
+        mask_layer: int,
+        param_name: Callable[[str], str] | None = None,
+    ) -> BlockSession | None:
+        """The session of decoder layer ``index`` (``block``), or None when it has
+        no router and no look-ahead router. ``mask_layer``: the decoder layer
+        whose attention-mask type the host's layer kwargs carry (look-ahead
+        layers of another type get their own mask)."""
+        own = [s for s in self.sites if s.layer == index]
+        path = None
+        if self.config.lookahead:
+            path = next_router_path(self.layers, self.sites, index)
+        if not own and path is None:
+            return None
+        if path is not None:
+            path.kwargs_for = lookahead_kwargs(
+                text_config(self.model.config), mask_layer
+            )
+        return BlockSession(
+            index,
+            block,
+            own,
+            path,
+            objective=objective,
+            loss=self.config.loss,
+            lookahead_every=self.config.lookahead_every,
+            param_name=param_name,
+        )
+
+    def guard_memory(
+        self,
+        *,
+        device: Any,
+        tokens: int,
+        batch_tokens: int,
+        activation_bytes: int,
+    ) -> RoutingMemory | None:
+        """Estimate, log and check the memory the routing objective needs
+        (:mod:`vsraq_modifier.memory`); None when the model has no router."""
+        if not self.sites:
+            return None
+        return guard_routing_memory(
+            self.sites,
+            device=device,
+            num_layers=len(self.layers),
+            config=text_config(self.model.config),
+            tokens=tokens,
+            batch_tokens=batch_tokens,
+            lookahead=self.config.lookahead,
+            routing_loss=self.config.is_routing_loss,
+            activation_bytes=activation_bytes,
+        )
+
+    @staticmethod
+    def warn_no_router() -> None:
+        logger.warning("vsraq: no MoE router found; loss=mse runs plain AutoRound")
