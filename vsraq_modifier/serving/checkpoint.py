@@ -84,13 +84,22 @@ def read_tensor_shapes(path: Path) -> dict[str, tuple[str, list[int]]]:
         try:
             with file.open("rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-        except (OSError, struct.error, ValueError) as e:
+                header = json.loads(f.read(min(n, 1 << 28)))
+            header.pop("__metadata__", None)
+            shapes.update(
+                {k: (str(v["dtype"]), list(v["shape"])) for k, v in header.items()}
+            )
+        except (
+            OSError,
+            struct.error,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as e:
             raise CheckpointError(
-                f"{file}: unreadable safetensors header ({e})"
+                f"{file}: unreadable safetensors header ({type(e).__name__}: {e})"
             ) from None
-        header.pop("__metadata__", None)
-        shapes.update({k: (v["dtype"], list(v["shape"])) for k, v in header.items()})
     return shapes
 
 
@@ -109,33 +118,36 @@ def _modules(
     }
 
 
-def _matches(name: str, targets: list[str]) -> bool:
-    for target in targets:
-        if target.startswith("re:"):
-            if re.match(target[3:], name):
-                return True
-        elif target == name or target == "Linear":
-            return True
-    return False
+def _name_matches(name: str, target: str) -> bool:
+    if target.startswith("re:"):
+        return re.match(target[3:], name) is not None
+    return target == name
 
 
 class _Resolver:
-    """Scheme of a linear module from quantization_config, as vLLM resolves it:
-    ``ignore`` first, then the first config group whose targets match."""
+    """Scheme of a linear module from quantization_config, as vLLM resolves it
+    (``compressed_tensors/utils.py``: ``should_ignore_layer``, then
+    ``find_matched_target``): ignored if a name or ``re:`` entry of ``ignore``
+    matches; else the first target, in config order, that matches the name (exact
+    or ``re:``), else the first class target (``Linear``: every linear module)."""
 
     def __init__(self, qconfig: dict[str, Any]) -> None:
         self.ignore = list(qconfig.get("ignore") or [])
         fmt = qconfig.get("format")
-        self.groups = [
-            (list(g.get("targets") or []), scheme_from_config_group(g, fmt))
+        self.targets = [
+            (target, scheme_from_config_group(g, fmt))
             for g in (qconfig.get("config_groups") or {}).values()
+            for target in g.get("targets") or []
         ]
 
     def __call__(self, name: str) -> Scheme:
-        if _matches(name, self.ignore):
+        if any(_name_matches(name, t) for t in self.ignore):
             return UNQUANTIZED
-        for targets, scheme in self.groups:
-            if _matches(name, targets):
+        for target, scheme in self.targets:
+            if _name_matches(name, target):
+                return scheme
+        for target, scheme in self.targets:
+            if target == "Linear":
                 return scheme
         return UNQUANTIZED
 

@@ -262,11 +262,37 @@ def test_config_that_does_not_describe_the_tensors_is_refused(tmp_path):
     )
 
 
+def test_name_targets_win_over_the_linear_class_as_in_vllm(tmp_path):
+    four, eight = (
+        {"num_bits": b, "type": "int", "strategy": "group", "group_size": 64}
+        for b in (4, 8)
+    )
+    qconfig = {
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "config_groups": {  # the class target comes first in the config
+            "all": {"targets": ["Linear"], "weights": eight},
+            "experts": {"targets": ["re:.*experts.*"], "weights": four},
+        },
+        "ignore": ["lm_head", "re:.*mlp.gate$"],
+    }
+    ckpt = synthetic_moe(tmp_path / "p", bits=4, group=64, qconfig=qconfig)
+    layer = check_checkpoint(ckpt).layers[0]
+    assert layer.experts == {"W4A16 g64 pack-quantized": 6}
+    assert layer.attention == ["W8A16 g64 pack-quantized"]
+    assert layer.router == "unquantized" and layer.servable
+
+
 def test_unreadable_inputs_raise_checkpoint_error(tmp_path):
     ckpt = synthetic_moe(tmp_path / "c", bits=4, group=64)
-    (ckpt / "model.safetensors").write_bytes(b"\x01")
-    with pytest.raises(CheckpointError, match="unreadable safetensors header"):
-        check_checkpoint(ckpt)
+    for blob in (
+        b"\x01",
+        struct.pack("<Q", 9) + b'{"a": 1}!',
+        struct.pack("<Q", 4) + b"[1]",
+    ):
+        (ckpt / "model.safetensors").write_bytes(blob)
+        with pytest.raises(CheckpointError, match="unreadable safetensors header"):
+            check_checkpoint(ckpt)
     auto_round = tmp_path / "ar"
     synthetic_moe(
         auto_round, bits=4, group=64, qconfig={"quant_method": "auto-round", "bits": 4}
