@@ -175,11 +175,57 @@ def _dataset_files(spec: str) -> Iterable[str]:
             yield name
 
 
+def _check_cli_settings(args: Any) -> None:
+    """What AutoRound would refuse only with a traceback (or take as the working
+    directory): empty paths, batch size, learning rate, dataset options, and the
+    scheme and format names (checked against AutoRound's own lists)."""
+    import math
+
+    model = getattr(args, "model", None)
+    for flag, value in (
+        ("--model", getattr(args, "model_name", None) if model is None else model),
+        ("--dataset", getattr(args, "dataset", None)),
+        ("--output_dir", getattr(args, "output_dir", None)),
+    ):
+        if value is not None:
+            check_not_empty(value, flag)
+    batch = getattr(args, "batch_size", None)
+    if isinstance(batch, int) and batch < 1:
+        raise SettingError(f"--batch_size {batch}: use 1 or more samples per step")
+    lr = getattr(args, "lr", None)
+    if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
+        raise SettingError(f"--lr {lr}: the learning rate must be a finite number > 0")
+    for part in str(getattr(args, "dataset", None) or "").split(","):
+        for option in part.split(":")[1:]:
+            key, _, value = option.partition("=")
+            if key == "num" and not (value.isdigit() and int(value) > 0):
+                raise SettingError(
+                    f"--dataset {part}: num={value} is not a number of samples >= 1"
+                )
+    from auto_round.schemes import PRESET_SCHEMES
+    from auto_round.utils import SUPPORTED_FORMATS
+
+    scheme = str(getattr(args, "scheme", None) or "W4A16")
+    if getattr(args, "avg_bits", None) is None and scheme.upper() not in PRESET_SCHEMES:
+        raise SettingError(
+            f"--scheme {scheme}: not an AutoRound scheme; one of "
+            + ", ".join(list(PRESET_SCHEMES)[:12])
+            + ", ... (auto-round list format)"
+        )
+    formats = str(getattr(args, "format", None) or "auto_round")
+    for name in formats.lower().replace(" ", "").split(","):
+        if name not in SUPPORTED_FORMATS:
+            raise SettingError(
+                f"--format {name}: not an AutoRound export format; e.g. auto_round, "
+                "llm_compressor, fake (auto-round list format)"
+            )
+
+
 def check_cli_inputs(args: Any) -> None:
     """``auto-round --loss ...``: the model directory, local ``--dataset`` files,
-    ``--seqlen`` / ``--nsamples``, and free space for ``--output_dir``, checked
-    before AutoRound loads anything. Without ``--loss`` nothing is checked
-    (auto-round runs unchanged)."""
+    ``--seqlen`` / ``--nsamples`` and other settings, and free space for
+    ``--output_dir``, checked before AutoRound loads anything. Without ``--loss``
+    nothing is checked (auto-round runs unchanged)."""
     from vsraq_modifier.calibration import (
         check_calibration_file,
         check_calibration_settings,
@@ -192,6 +238,7 @@ def check_cli_inputs(args: Any) -> None:
     seqlen, nsamples = getattr(args, "seqlen", None), getattr(args, "nsamples", None)
     check_calibration_settings(seqlen, nsamples)
     check_seed(getattr(args, "seed", None))
+    _check_cli_settings(args)
     model = getattr(args, "model", None) or getattr(args, "model_name", None)
     # AutoRound tokenizes any dataset with the model directory's tokenizer
     folder = check_model_dir(model, "--model", tokenizer=True) if model else None

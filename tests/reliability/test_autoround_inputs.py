@@ -177,10 +177,36 @@ def test_unusable_sample_settings(tmp_path, capsys, good, flag, value, expected)
     assert expected in line, line
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--seed", "-1"], "--seed -1: use a seed in 0..4294967295"),
+        (["--batch_size", "0"], "--batch_size 0: use 1 or more samples per step"),
+        (["--lr", "-1"], "--lr -1.0: the learning rate must be a finite number > 0"),
+        (["--lr", "nan"], "--lr nan: the learning rate must be a finite number > 0"),
+        (["--scheme", "W9A16"], "--scheme W9A16: not an AutoRound scheme"),
+        (["--format", "onnx"], "--format onnx: not an AutoRound export format"),
+        (["--output_dir", ""], "--output_dir is an empty path"),  # was the cwd
+        (["--model", ""], "--model is an empty path"),
+        (["--dataset", ""], "--dataset is an empty path"),
+        (["--dataset", "{data}:num=abc"], "num=abc is not a number of samples"),
+    ],
+)
+def test_settings_the_host_refuses_with_a_traceback(
+    tmp_path, capsys, good, monkeypatch, args, expected
+):
+    monkeypatch.chdir(tmp_path)
+    args = [a.format(data=good[1]) for a in args]
+    line = _run(tmp_path, capsys, good[0], good[1], *args)  # the last flag wins
+    assert expected in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing in the cwd
+
+
 def test_memory_limit_that_is_not_a_number(tmp_path, capsys, good, monkeypatch):
-    monkeypatch.setenv("VSRAQ_MEMORY_LIMIT_GB", "lots")
-    line = _run(tmp_path, capsys, good[0], good[1])
-    assert "VSRAQ_MEMORY_LIMIT_GB='lots': expected a number of GB" in line
+    for value in ("lots", "-1", "nan"):
+        monkeypatch.setenv("VSRAQ_MEMORY_LIMIT_GB", value)
+        line = _run(tmp_path, capsys, good[0], good[1])
+        assert f"VSRAQ_MEMORY_LIMIT_GB='{value}': expected a number of GB" in line
 
 
 # --- disk space --------------------------------------------------------------------
