@@ -5,7 +5,8 @@ Qwen3-MoE (hidden 128, experts 64 wide), and its bad-input errors.
   save_compressed): servable through Marlin; the same with experts 0-3 at 4 bits
   and 4-7 at 8 bits: refused, two schemes in one layer.
 - AutoRound's llm_compressor export: W4A16 groups of 64 servable; W3A16 refused
-  (int3 MoE); its auto_round format: bad input naming the export to use.
+  (int3 MoE); W2A16 groups of 64 only through an optional kernel (exit 1); its
+  auto_round format: bad input naming the export to use.
 - groups of 128 on 64-wide experts: no host writes that checkpoint (AutoRound's
   llm_compressor packing fails on it), so the llm-compressor W4A16 checkpoint's
   config.json is edited to claim groups of 128: refused, the group does not divide
@@ -145,6 +146,7 @@ def ckpts(tmp_path_factory):
                 "ar-w4g64": lambda: autoround_checkpoint(
                     path, scheme="W4A16", group_size=64
                 ),
+                "ar-w2g64": lambda: autoround_checkpoint(path, scheme="W2A16G64"),
                 "ar-w3g64": lambda: autoround_checkpoint(
                     path, scheme="W3A16", group_size=64
                 ),
@@ -183,6 +185,13 @@ def test_w3a16_moe_is_refused_with_the_reason(ckpts, capsys):
     assert code == 1
     assert "layer 0: int3 MoE is not served by released vLLM" in out
     assert "verdict: NOT servable by vLLM (2 of 2 MoE layers refused)" in out
+
+
+def test_w2a16_moe_needs_the_optional_kernel(ckpts, capsys):
+    code, out, _ = check(capsys, ckpts("ar-w2g64"))
+    assert code == 1
+    assert "int2 MoE runs only through the optional Humming kernel" in out
+    assert "verdict: NOT servable by default: needs an optional kernel" in out
 
 
 def test_group_128_on_64_wide_experts_is_refused(ckpts, capsys, tmp_path):
