@@ -169,6 +169,23 @@ def test_report_empty_paths(tmp_path, capsys, ref, text, monkeypatch):
     assert "--text is an empty path" in line  # not the shipped held-out text
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_report_disk_full_while_writing(tmp_path, capsys, ref, text):
+    """routing.png goes to /dev/full (every write: ENOSPC, a full disk): one line,
+    and the routing.json this run wrote is removed (no partial report)."""
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "routing.png").symlink_to("/dev/full")
+    argv = ["report", "--reference", str(ref), "--text", str(text), "--no-progress"]
+    code = main([*argv, "--quantized", f"q={ref}", "--out", str(out)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln.lower()]
+    assert code == 1 and err == [
+        f"vsraq report: error: --out {out}: writing the report failed "
+        "(No space left on device)"
+    ], err
+    assert sorted(p.name for p in out.iterdir()) == ["routing.png"]
+
+
 @pytest.fixture(scope="module")
 def auto_round_ragged(tmp_path_factory, ref) -> Path:
     """An auto_round export of the tiny model (width 64 < group 128): auto-round

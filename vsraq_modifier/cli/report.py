@@ -294,16 +294,20 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     created = not out.exists()
+    names = ("routing.json", "routing.png")
+    existed = {n for n in names if (out / n).exists() or (out / n).is_symlink()}
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves none
     try:
         json_path = report.write_json(out / "routing.json")
         png_path = plot_report(report, out / "routing.png")
-    except OSError as e:  # e.g. the disk filled up meanwhile
-        for name in ("routing.json", "routing.png"):
+    except OSError as e:  # e.g. the disk filled up meanwhile: no partial report
+        for name in set(names) - existed:
             (out / name).unlink(missing_ok=True)
         if created:
             out.rmdir()
-        raise OSError(f"--out {out}: writing the report failed ({e})") from None
+        raise OSError(
+            f"--out {out}: writing the report failed ({e.strerror or e})"
+        ) from None
     print(format_table(report))
     print(f"\nwrote {json_path} and {png_path}")
     return 0
