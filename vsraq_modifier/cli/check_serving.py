@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from vsraq_modifier.serving import CheckpointError, ServingReport, check_checkpoint
+
 __all__ = ["add_parser", "format_report", "run"]
 
 _EPILOG = """\
@@ -76,7 +78,7 @@ def _row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
 
-def format_report(report) -> str:  # a ServingReport
+def format_report(report: ServingReport) -> str:
     """The per-layer table, the changes to make and the verdict line."""
     head = ["layer", "experts", "attention", "router", "hidden/inter", "vLLM kernel"]
     rows = [
@@ -117,8 +119,6 @@ def format_report(report) -> str:  # a ServingReport
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsraq_modifier.serving import CheckpointError, check_checkpoint
-
     try:
         report = check_checkpoint(
             args.checkpoint, tensor_parallel_size=args.tensor_parallel_size
