@@ -5,16 +5,11 @@ routers, and routing agreement with the reference does not drop."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refit_helpers import make_text, quantize, shard_tensors, tiny_checkpoint  # noqa: E402
-
-from vsraq_modifier.cli import main  # noqa: E402
+from tests.helpers.refit import make_text, quantize, shard_tensors, tiny_checkpoint
+from vsraq_modifier.cli import main
 
 pytestmark = pytest.mark.slow
 

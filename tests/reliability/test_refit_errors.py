@@ -3,16 +3,13 @@ exit status 2, and no output directory."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refit_helpers import make_text, tiny_checkpoint  # noqa: E402
-from report_helpers import drop_tensors  # noqa: E402
-
-from vsraq_modifier.cli import main  # noqa: E402
+from tests.helpers.checkpoints import drop_tensors
+from tests.helpers.refit import make_text, tiny_checkpoint
+from vsraq_modifier.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +76,9 @@ def test_refit_checkpoint_without_routers(tmp_path, ref, text, capsys):
 
 
 def test_refit_dense_model_has_no_routers(tmp_path, text, capsys):
-    from report_helpers import save_checkpoint
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.helpers.checkpoints import save_checkpoint
 
     config = LlamaConfig(
         hidden_size=32,

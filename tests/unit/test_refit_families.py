@@ -6,19 +6,15 @@ Correctness only: random models say nothing about which variant is best."""
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refit_helpers import fake_quantize  # noqa: E402
-
-from vsraq_modifier.refit import RefitOptions  # noqa: E402
-from vsraq_modifier.refit_model import refit_routers  # noqa: E402
-from vsraq_modifier.routers import find_routers  # noqa: E402
-from vsraq_modifier.testing import tiny_model  # noqa: E402
+from tests.helpers.refit import fake_quantize
+from vsraq_modifier.refit import RefitOptions
+from vsraq_modifier.refit_model import refit_routers
+from vsraq_modifier.routers import find_routers
+from vsraq_modifier.testing import tiny_model
 
 
 def _pair(family: str):

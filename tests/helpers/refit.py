@@ -9,9 +9,15 @@ import json
 import struct
 from pathlib import Path
 
-from report_helpers import make_text, make_tokenizer, tiny_checkpoint
+from tests.helpers.checkpoints import make_text, make_tokenizer, tiny_checkpoint
 
-__all__ = ["make_text", "quantize", "shard_tensors", "tiny_checkpoint"]
+__all__ = [
+    "fake_quantize",
+    "make_text",
+    "quantize",
+    "shard_tensors",
+    "tiny_checkpoint",
+]
 
 ROUTER_IGNORE = "re:.*mlp.gate$"
 
