@@ -1,0 +1,330 @@
+"""Benchmark of ``vsraq allocate`` on the shipped model: this allocation vs uniform
+schemes vs AutoScheme vs the same allocation without domain balance (MODE ablation:
+domains weighted by their token counts, i.e. pooled), at equal average bits, each
+quantized by AutoRound with its own loss (mse).
+
+Resumable: every step writes one JSON under ``benchmarks/runs/allocate-<id>/`` and
+is skipped when its file exists. Steps (``--only`` picks some):
+
+- ``reference``: full-precision perplexity per held-out domain;
+- ``measure``: the allocation's sensitivity measurement (CPU seconds recorded);
+- ``q-<variant>``: quantize (AutoRound, ``--iters``), reload, evaluate on the
+  held-out text per domain (perplexity, KL, routing disagreement 1 - Jaccard).
+  Variants: ``uniform-<scheme>``, ``alloc-<bits>``, ``freq-<bits>``,
+  ``autoscheme-<bits>``.
+
+    nice -n 10 python benchmarks/allocate_bench.py            # everything
+    nice -n 10 python benchmarks/allocate_bench.py --only q-autoscheme-3.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMES = "W2A16G64,W4A16@64"
+BUDGETS = (3.0, 2.5)
+
+
+def _cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.rename(path)
+
+
+def _model_dir() -> Path:
+    from vsraq_modifier import data
+
+    return data.shipped_model_dir()
+
+
+def _load_fp():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(_model_dir()), dtype=torch.float32
+    ).eval()
+
+
+def _heldout(args) -> dict[str, Any]:
+    """Held-out token ids per domain (first --eval-tokens of each)."""
+    from vsraq_modifier.allocate.domains import shipped_domains
+    from vsraq_modifier.data import heldout_text_path
+    from vsraq_modifier.metrics.loading import load_token_ids
+
+    parts = shipped_domains(heldout_text_path().read_text(encoding="utf-8"), "heldout")
+    out = {}
+    work = Path(args.run) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for name, text in parts.items():
+        p = work / f"heldout-{name}.txt"
+        p.write_text(text, encoding="utf-8")
+        out[name] = load_token_ids(p, _model_dir(), args.eval_tokens)
+    return out
+
+
+def _calibration(args):
+    from vsraq_modifier.calibration import (
+        calibration_samples,
+        split_tokens,
+        text_token_ids,
+    )
+    from vsraq_modifier.data import calibration_text_path
+
+    ids = split_tokens(text_token_ids(calibration_text_path(), _model_dir()), "calibration")
+    return calibration_samples(ids, nsamples=args.nsamples, seqlen=256, seed=0)
+
+
+def step_reference(args) -> dict[str, Any]:
+    from vsraq_modifier.metrics.evaluate import evaluate_model
+
+    model = _load_fp()
+    out = {}
+    for d, ids in _heldout(args).items():
+        _, ppl = evaluate_model(model, model, ids, seq_len=256, progress=False)
+        out[d] = {"perplexity": ppl, "tokens": int(ids.numel())}
+    return {"domains": out}
+
+
+def step_measure(args) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from vsraq_modifier.allocate.domains import load_domains
+    from vsraq_modifier.allocate.pipeline import domain_chunks, plan
+    from vsraq_modifier.allocate.schemes import parse_schemes
+    from vsraq_modifier.allocate.sensitivity import measure
+
+    model = _load_fp()
+    schemes = parse_schemes(SCHEMES)
+    units, _ = plan(model, schemes, "layer", BUDGETS[0])
+    tok = AutoTokenizer.from_pretrained(str(_model_dir()))
+    chunks, available = domain_chunks(load_domains(None), tok, 256, args.max_tokens)
+    cpu, wall = _cpu(), time.perf_counter()
+    m = measure(model, units, schemes, chunks, progress=False)
+    return {
+        "cpu_seconds": _cpu() - cpu,
+        "wall_seconds": time.perf_counter() - wall,
+        "forward_passes": m.forward_passes,
+        "units": m.units,
+        "schemes": m.schemes,
+        "domains": m.domains,
+        "tokens": m.tokens,
+        "available_tokens": available,
+        "kl": m.kl.tolist(),
+        "disagreement": m.disagreement.tolist(),
+        "usage": {d: u.tolist() for d, u in m.usage.items()},
+        "router_layers": m.router_layers,
+    }
+
+
+def _solve(run: Path, weights: str, bits: float) -> tuple[dict[str, Any], float]:
+    """layer_config of the allocation from the stored measurement, and solve time."""
+    import numpy as np
+    import torch
+
+    from vsraq_modifier.allocate.domains import domain_weights
+    from vsraq_modifier.allocate.outputs import autoround_pattern
+    from vsraq_modifier.allocate.pipeline import plan
+    from vsraq_modifier.allocate.schemes import parse_schemes
+    from vsraq_modifier.allocate.sensitivity import Measurement, combine
+    from vsraq_modifier.allocate.solve import solve
+    from vsraq_modifier.allocate.units import ignored_linears
+
+    m = json.loads((run / "measure.json").read_text())
+    meas = Measurement(
+        m["domains"], m["units"], m["schemes"], torch.tensor(m["kl"]),
+        torch.tensor(m["disagreement"]), {}, m["router_layers"], m["tokens"], 0, 0.0,
+    )
+    start = time.perf_counter()
+    model = _load_fp()
+    schemes = parse_schemes(SCHEMES)
+    units, costs = plan(model, schemes, "layer", bits)
+    w = domain_weights(weights, m["domains"], m["available_tokens"])
+    sens, _, _ = combine(meas, w, None)
+    sol = solve(sens.numpy(), costs, np.array([u.numel for u in units]), bits)
+    seconds = time.perf_counter() - start
+    lc = {}
+    for u, c in zip(units, sol.choice):
+        for p in u.patterns:
+            lc[autoround_pattern(p)] = schemes[c].autoround()
+    for name in ignored_linears(model):
+        lc[f"^{name}$"] = {"bits": 16, "act_bits": 16, "data_type": "float"}
+    chosen = {u.name: schemes[c].label for u, c in zip(units, sol.choice)}
+    return {"layer_config": lc, "choice": chosen, "average_bits": sol.average_bits}, seconds
+
+
+def _evaluate(args, qdir: Path) -> dict[str, Any]:
+    from vsraq_modifier.metrics.evaluate import evaluate_model
+    from vsraq_modifier.metrics.loading import load_model
+
+    ref = _load_fp()
+    q = load_model(qdir).model
+    out = {}
+    for d, ids in _heldout(args).items():
+        ev, ref_ppl = evaluate_model(ref, q, ids, seq_len=256, progress=False)
+        jac = [layer.jaccard for layer in ev.layers]
+        out[d] = {
+            "perplexity": ev.perplexity,
+            "reference_perplexity": ref_ppl,
+            "kl": ev.kl,
+            "disagreement": 1 - sum(jac) / len(jac),
+            "tokens": int(ids.numel()),
+        }
+    n = sum(v["tokens"] - math.ceil(v["tokens"] / 256) for v in out.values())
+    w = {d: (v["tokens"] - math.ceil(v["tokens"] / 256)) / n for d, v in out.items()}
+    overall = {
+        "perplexity": math.exp(sum(w[d] * math.log(v["perplexity"]) for d, v in out.items())),
+        "reference_perplexity": math.exp(
+            sum(w[d] * math.log(v["reference_perplexity"]) for d, v in out.items())
+        ),
+        "kl": sum(w[d] * v["kl"] for d, v in out.items()),
+        "disagreement": sum(w[d] * v["disagreement"] for d, v in out.items()),
+    }
+    return {"domains": out, "overall": overall}
+
+
+def _avg_bits_of(model) -> float:
+    """AutoScheme's own count over the quantized layers (its compute_avg_bits_for_model)."""
+    from auto_round.auto_scheme.utils import compute_avg_bits_for_model
+
+    return float(compute_avg_bits_for_model(model)[0])
+
+
+def step_quantize(args, variant: str) -> dict[str, Any]:
+    import torch
+    from auto_round import AutoRound, AutoScheme
+    from auto_round.schemes import QuantizationScheme
+    from transformers import AutoTokenizer
+
+    from vsraq_modifier.allocate.schemes import parse_schemes
+
+    run = Path(args.run)
+    kind, _, arg = variant.partition("-")
+    schemes = parse_schemes(SCHEMES)
+    info: dict[str, Any] = {"variant": variant}
+    layer_config, scheme = None, "W2A16G64"
+    if kind == "uniform":
+        s = next(s for s in schemes if s.label == arg)
+        scheme = QuantizationScheme(**{**s.autoround(), "act_bits": 16})
+    elif kind in ("alloc", "freq"):
+        sol, secs = _solve(run, "equal" if kind == "alloc" else "tokens", float(arg))
+        layer_config = sol["layer_config"]
+        info.update(choice=sol["choice"], solve_seconds=secs,
+                    planned_average_bits=sol["average_bits"])
+        twin = run / f"q-alloc-{arg}.json"
+        if kind == "freq" and twin.exists():
+            done = json.loads(twin.read_text())
+            if done["choice"] == sol["choice"]:  # same allocation: same checkpoint
+                return {**done, **info, "same_as": twin.name}
+    elif kind == "autoscheme":
+        opts = [QuantizationScheme(**{**s.autoround(), "act_bits": 16}) for s in schemes]
+        # AutoScheme's search reads AutoRound's own dataset and takes only a name
+        # or a local JSON file, not token ids: the same windows, decoded, serve as
+        # this variant's dataset (search and tuning)
+        tok = AutoTokenizer.from_pretrained(str(_model_dir()))
+        texts = [{"text": tok.decode(x[0])} for x in _calibration(args)]
+        calib = run / "work" / "autoscheme-calibration.json"
+        calib.parent.mkdir(parents=True, exist_ok=True)
+        calib.write_text(json.dumps(texts))
+        scheme = AutoScheme(
+            avg_bits=float(arg), options=opts, enable_torch_compile=False,
+            nsamples=len(texts), seqlen=256, batch_size=8,
+        )
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    torch.manual_seed(0)
+    model = _load_fp()
+    tok = AutoTokenizer.from_pretrained(str(_model_dir()))
+    samples = _calibration(args) if kind != "autoscheme" else str(calib)
+    work = run / "work" / variant
+    shutil.rmtree(work, ignore_errors=True)
+    cpu, wall = _cpu(), time.perf_counter()
+    ar = AutoRound(
+        model, tok, scheme=scheme, layer_config=layer_config, dataset=samples,
+        nsamples=args.nsamples, seqlen=256, batch_size=8, iters=args.iters, seed=0,
+        device_map="cpu", enable_torch_compile=False,
+    )
+    ar.quantize_and_save(str(work), format="fake")
+    info["quantize_cpu_seconds"] = _cpu() - cpu
+    info["quantize_wall_seconds"] = time.perf_counter() - wall
+    info["average_bits"] = _avg_bits_of(ar.model)
+    if kind == "autoscheme":
+        info["choice"] = {
+            n: f"W{c.get('bits')}G{c.get('group_size')}"
+            for n, c in sorted(ar.layer_config.items()) if c.get("bits", 16) < 16
+        }
+    del ar, model
+    (qdir,) = sorted(p.parent for p in work.rglob("config.json"))
+    info["eval"] = _evaluate(args, qdir)
+    shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", default=None, help="run directory (default: benchmarks/"
+                   "runs/allocate-it<iters>-n<nsamples>-e<eval-tokens>)")
+    p.add_argument("--iters", type=int, default=25, help="AutoRound iterations (25)")
+    p.add_argument("--nsamples", type=int, default=32,
+                   help="calibration samples of 256 tokens (32)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="allocation: tokens measured per domain (2048)")
+    p.add_argument("--eval-tokens", type=int, default=4096,
+                   help="held-out tokens per domain (4096)")
+    p.add_argument("--only", nargs="*", default=None, help="steps to run")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.run = args.run or str(
+        ROOT / "benchmarks" / "runs"
+        / f"allocate-it{args.iters}-n{args.nsamples}-e{args.eval_tokens}"
+    )
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    # AutoScheme first: its time on this model decides what else fits
+    steps = ["reference", f"q-autoscheme-{BUDGETS[0]}", "measure"]
+    steps += [f"q-uniform-{s}" for s in SCHEMES.split(",")]
+    for b in BUDGETS:
+        steps += [f"q-alloc-{b}", f"q-freq-{b}"]
+    steps += [f"q-autoscheme-{b}" for b in BUDGETS[1:]]
+    settings = {k: v for k, v in vars(args).items() if k != "only"}
+    (run / "run.json").write_text(json.dumps(
+        {"settings": settings, "command": " ".join(sys.argv)}, indent=1) + "\n")
+    for step in args.only or steps:
+        path = run / f"{step}.json"
+        if path.exists():
+            print(f"{step}: done", flush=True)
+            continue
+        start = time.perf_counter()
+        print(f"{step}: running", flush=True)
+        if step == "reference":
+            data = step_reference(args)
+        elif step == "measure":
+            data = step_measure(args)
+        else:
+            data = step_quantize(args, step.removeprefix("q-"))
+        data["step_wall_seconds"] = time.perf_counter() - start
+        _write(path, data)
+        print(f"{step}: {data['step_wall_seconds']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
