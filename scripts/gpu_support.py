@@ -121,6 +121,11 @@ class Probe:
                     f"{cls.__name__}.{name} is gone from vsraq_modifier; "
                     "update the probes in scripts/gpu_check.py"
                 )
+        if not isinstance(getattr(store(), "_per_key", None), dict):
+            raise CheckError(
+                "ReferenceStore._per_key is gone from vsraq_modifier; update the "
+                "probes in scripts/gpu_check.py"
+            )
         on_record, start, add, probe = (
             session._on_record,
             session.start,

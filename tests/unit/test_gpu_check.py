@@ -122,6 +122,25 @@ def test_refuses_to_run_without_cuda_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_probe_hooks_the_session_code_of_this_tree(monkeypatch):
+    from vsraq_modifier.session import block
+
+    for cls, name in [
+        (block.BlockSession, "_on_record"),
+        (block.BlockSession, "start"),
+        (block.ReferenceStore, "add"),
+    ]:
+        monkeypatch.setattr(cls, name, getattr(cls, name))  # restored afterwards
+    probe = gpu_support.Probe()
+    probe.install()
+    probe.run = "vsraq"
+    store = block.ReferenceStore()
+    record = block.TapRecord(shape=(1, 3), kwargs={}, logits={0: torch.zeros(3, 4)})
+    store.add(record)
+    assert store.samples == 1  # the real method ran
+    assert probe.seen == {"vsraq": {"cached reference logits": {"cpu": 1}}}
+
+
 def test_probe_verdict():
     probe = gpu_support.Probe()
     good = {
