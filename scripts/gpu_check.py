@@ -43,6 +43,7 @@ from gpu_support import (
     CheckError,
     Probe,
     install,
+    not_installed,
     require_modules,
     wheel_files,
     wheel_requirements,
@@ -257,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"gpu_check: {len(wheels)} of {len(pins)} wheels in {args.wheels}"
                 + (f"; missing: {', '.join(missing)}" if missing else "")
             )
+            absent = not_installed(missing)
+            if missing:
+                print(
+                    "gpu_check: of those, this Python lacks: "
+                    + (", ".join(absent) if absent else "none")
+                )
             print(
                 f"gpu_check: would write to {out} (iters {args.iters}, nsamples "
                 f"{args.nsamples}, seqlen {args.seqlen}, device {args.device})"
@@ -270,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                 "this on a CUDA machine, or --dry-run to check the inputs"
             )
         if not args.skip_install:
-            if missing:
+            absent = not_installed(missing)  # the image may have them (--light)
+            if absent:
                 raise CheckError(
-                    f"no wheel in {args.wheels} for {', '.join(missing)}; "
-                    "run scripts/download_gpu_wheels.sh"
+                    f"no wheel in {args.wheels} for {', '.join(absent)}, and this "
+                    "Python lacks them; run scripts/download_gpu_wheels.sh"
                 )
             target = Path(tempfile.mkdtemp(prefix="vsraq-gpu-wheels-"))
             atexit.register(shutil.rmtree, target, True)

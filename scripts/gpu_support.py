@@ -60,6 +60,20 @@ def wheel_files(folder: Path, pins: dict[str, str]) -> tuple[list[Path], list[st
     return found, missing
 
 
+def not_installed(requirements: list[str]) -> list[str]:
+    """The ``NAME==VERSION`` requirements whose distribution this Python lacks
+    (at any version: an image's own datasets stack replaces the carried one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    absent = []
+    for req in requirements:
+        try:
+            version(req.split("==")[0])
+        except PackageNotFoundError:
+            absent.append(req)
+    return absent
+
+
 def install(wheels: list[Path], target: Path) -> None:
     """pip-install the wheels (no index, no dependency resolution) into target,
     then put it first on sys.path."""

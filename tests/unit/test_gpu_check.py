@@ -85,6 +85,10 @@ def test_dry_run_counts_the_wheels_and_names_the_missing(tmp_path, capsys):
     assert f"{len(pins) - 1} of {len(pins)} wheels" in text
     assert f"missing: pyarrow=={pins['pyarrow']}" in text
     assert "iters 7, nsamples 64" in text
+    assert "of those, this Python lacks: none" in text  # pyarrow is installed here
+    assert gpu_support.not_installed(["pyarrow==1", "no-such-dist-xyz==1"]) == [
+        "no-such-dist-xyz==1"
+    ]
     assert not out.exists()  # a dry run writes nothing
 
 
