@@ -120,13 +120,16 @@ def moe_kernel(scheme: Scheme, hidden: int, intermediate: int) -> KernelVerdict:
     if not scheme.quantized:
         return KernelVerdict("servable", "unquantized fused MoE")
     if scheme.type == "float" and scheme.bits == 4:
+        # compressed_tensors.py: _is_nvfp4_format / _is_mxfp4 (symmetric both)
+        if not scheme.symmetric:
+            return _refused("FP4 weights must be symmetric (NVFP4 and MXFP4 are)")
         if scheme.strategy == "tensor_group" and scheme.group_size == 16:
             if scheme.act_bits not in (None, 4):
                 return _refused("NVFP4 weights need NVFP4 or 16-bit activations")
             return KernelVerdict(
                 "servable", "NVFP4 MoE (CompressedTensorsW4A4Nvfp4MoEMethod)"
             )
-        if scheme.group_size == 32:
+        if scheme.strategy == "group" and scheme.group_size == 32:
             return KernelVerdict(
                 "servable", "MXFP4 MoE (CompressedTensorsW4A4Mxfp4MoEMethod)"
             )

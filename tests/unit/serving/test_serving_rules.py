@@ -109,6 +109,12 @@ def test_fp4_and_fp8_methods():
     w4a8 = Scheme(bits=4, group_size=64, act_bits=8, act_type="int", strategy="group")
     assert not moe_kernel(w4a8, 256, 64).servable
     assert moe_kernel(UNQUANTIZED, 200, 50).kernel == "unquantized fused MoE"
+    asym = Scheme(
+        bits=4, type="float", group_size=32, strategy="group", symmetric=False
+    )
+    assert "must be symmetric" in moe_kernel(asym, 256, 64).reason
+    fp4_g16_group = Scheme(bits=4, type="float", group_size=16, strategy="group")
+    assert not moe_kernel(fp4_g16_group, 256, 64).servable
 
 
 def test_a_layer_with_two_expert_schemes_is_refused():
