@@ -20,6 +20,9 @@ against the vLLM you install):
   groups raise where Marlin cannot run; MXFP4 and NVFP4 (A4 or A16) have their own
   methods; FP8 W8A8 and int8 W8A8 (dynamic per token) too; anything else raises
   "Unsupported FusedMoe scheme".
+- ``.../compressed_tensors/compressed_tensors.py``: ``_is_nvfp4_format`` (float, 4
+  bits, symmetric, tensor_group of 16) and ``_is_mxfp4`` (float, 4 bits, symmetric,
+  groups of 32).
 - ``vllm/model_executor/layers/quantization/utils/marlin_utils.py`` (commit
   007d5005): ``check_moe_marlin_supports_layer``: group size -1, 32, 64 or 128,
   hidden_size % 128 == 0, intermediate_size % max(64, group_size) == 0.
