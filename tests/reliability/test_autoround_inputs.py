@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from autoround_helpers import calib_ids, save_model_dir, small_moe, tiny_tokenizer
 
+from tests.helpers.autoround import calib_ids, save_model_dir, small_moe, tiny_tokenizer
 from vsraq_modifier.guards import CalibrationDataError
 from vsraq_modifier.inputs import InputError
 from vsraq_modifier.integrations.autoround import autoround

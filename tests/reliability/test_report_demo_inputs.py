@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from report_helpers import make_text, tiny_checkpoint  # noqa: E402
-
-from vsraq_modifier.cli import main  # noqa: E402
+from tests.helpers.checkpoints import make_text, tiny_checkpoint
+from vsraq_modifier.cli import main
 
 
 @pytest.fixture(scope="module")

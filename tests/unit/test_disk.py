@@ -37,16 +37,11 @@ def test_estimate_is_a_lower_bound_of_a_real_export(tmp_path):
     """The tiny model quantized by AutoRound (W4A16, llm_compressor export: widths
     of 128 so every weight is packed) is larger than the estimate, and not by much
     more than the files the estimate leaves out."""
-    import sys
-    from pathlib import Path
-
     import torch
     from auto_round import AutoRound
 
+    from tests.helpers.checkpoints import make_tokenizer
     from vsraq_modifier.testing import tiny_model
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from report_helpers import make_tokenizer
 
     dims = dict(
         hidden_size=128, head_dim=32, moe_intermediate_size=128, intermediate_size=128

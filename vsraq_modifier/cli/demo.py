@@ -20,12 +20,22 @@ import argparse
 import contextlib
 import gc
 import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from vsraq_modifier.cli.demo_checks import (
+    DemoInputError,
+    absolute,
+    calibration_windows,
+    check_inputs,
+    check_out,
+    check_space,
+    heldout_ids,
+)
+from vsraq_modifier.cli.demo_summary import format_summary, summarize
 
 __all__ = ["DEFAULTS", "DemoInputError", "add_parser", "run"]
 
@@ -54,10 +64,6 @@ The demo refuses a DIR that is not empty unless --overwrite is given (which
 replaces only the files the demo writes). Checkpoints are written under DIR/.work
 and renamed to DIR/mse and DIR/vsraq only once complete.
 """
-
-
-class DemoInputError(ValueError):
-    """An input the demo cannot use (named in the message)."""
 
 
 def _at_least(minimum: int, maximum: int | None = None):
@@ -221,17 +227,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    from vsraq_modifier.inputs import check_output_place
-
-    check_output_place(out, "--out")  # not a file, writable: nothing created yet
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DemoInputError(
-            f"--out {out} is not empty; pass --overwrite to replace the demo's "
-            "outputs in it, or choose a new directory"
-        )
-
-
 def _prepare_out(out: Path) -> None:
     if out.is_dir():
         for name in OUTPUTS:
@@ -241,100 +236,6 @@ def _prepare_out(out: Path) -> None:
             elif path.exists():
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _absolute(path: str | Path) -> Path:
-    """``path`` made absolute against the directory the command was started in."""
-    return Path(path).expanduser().absolute()
-
-
-def _inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
-    from vsraq_modifier import data
-    from vsraq_modifier.checkpoint_dir import check_model_dir
-    from vsraq_modifier.inputs import check_not_empty, check_text_file
-
-    # absolute before anything changes the working directory (the quantizations
-    # run inside DIR/.work)
-    def given(value: str | None, what: str, default: Path) -> Path:
-        if value is None:
-            return default
-        check_not_empty(value, what)  # "" is refused, not taken as "not given"
-        return _absolute(value)
-
-    model = check_model_dir(
-        given(args.model, "--model", data.shipped_model_dir()),
-        "--model",
-        tokenizer=True,
-        hub=False,
-    )
-    assert model is not None  # hub=False: always a local directory
-    calib = check_text_file(
-        given(
-            args.calibration_text, "--calibration-text", data.calibration_text_path()
-        ),
-        "--calibration-text",
-    )
-    text = check_text_file(
-        given(args.text, "--text", data.heldout_text_path()), "--text"
-    )
-    if calib.samefile(text):
-        raise DemoInputError(
-            f"--calibration-text and --text are the same file ({text}): the "
-            "comparison would be measured on the text it was tuned on; pass a "
-            "held-out text that the calibration text does not contain"
-        )
-    _check_model_config(args, model)
-    return model, calib, text
-
-
-def _check_model_config(args: argparse.Namespace, model: Path) -> None:
-    """A full-precision model that takes the demo's sequence lengths."""
-    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    method = (config.get("quantization_config") or {}).get("quant_method")
-    if method:
-        raise DemoInputError(
-            f"--model {model} is already quantized ({method}); the demo quantizes "
-            "a full-precision model: pass the one this checkpoint came from"
-        )
-    limit = config.get("max_position_embeddings")
-    for flag, n in (("--seqlen", args.seqlen), ("--eval-seq-len", args.eval_seq_len)):
-        if isinstance(limit, int) and n > limit:
-            raise DemoInputError(
-                f"{flag} {n} exceeds the model's max_position_embeddings ({limit}); "
-                f"pass {flag} {limit} or less"
-            )
-
-
-def _check_space(args: argparse.Namespace, model: Path, out: Path) -> None:
-    """Both checkpoints must fit in DIR's file system (checked before tuning)."""
-    from vsraq_modifier.cli.runs import SCHEMES
-    from vsraq_modifier.disk import (
-        check_free_space,
-        estimate_checkpoint_bytes,
-        scheme_bits,
-    )
-
-    bits, group = scheme_bits(SCHEMES[args.scheme].autoround)
-    check_free_space(out, len(LABELS) * estimate_checkpoint_bytes(model, bits, group))
-
-
-def _samples(args: argparse.Namespace, model: Path, calib: Path) -> list:
-    """The calibration windows (tokenized before DIR is touched)."""
-    from vsraq_modifier.calibration import (
-        calibration_samples,
-        split_tokens,
-        text_token_ids,
-    )
-
-    ids = split_tokens(text_token_ids(calib, model), "calibration")
-    try:
-        return calibration_samples(
-            ids, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed
-        )
-    except ValueError as e:
-        raise DemoInputError(
-            f"--calibration-text {calib} (its calibration part): {e}"
-        ) from None
 
 
 def _stage(message: str) -> None:
@@ -361,12 +262,12 @@ def _settings(args: argparse.Namespace, model: Path, calib: Path, text: Path) ->
 
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    out = _absolute(args.out)
-    _check_out(out, args.overwrite)
-    model_dir, calib, text = _inputs(args)
-    _check_space(args, model_dir, out)
-    samples = _samples(args, model_dir, calib)
-    heldout = _heldout_ids(args, model_dir, text)
+    out = absolute(args.out)
+    check_out(out, args.overwrite)
+    model_dir, calib, text = check_inputs(args)
+    check_space(args, model_dir, out, len(LABELS))
+    samples = calibration_windows(args, model_dir, calib)
+    heldout = heldout_ids(args, model_dir, text)
     created = not out.exists()
     _prepare_out(out)
     try:
@@ -432,7 +333,7 @@ def _demo(
 
     _stage("[3/3] routing report: reference vs mse and vsraq on held-out text")
     report = _report(args, model_dir, heldout, out)
-    summary = _summary(report, runs)
+    summary = summarize(report, runs)
     doc = {
         "settings": settings,
         "quantization": {
@@ -448,26 +349,13 @@ def _demo(
     print()
     print(format_table(report))
     print()
-    print(_format_summary(summary))
+    print(format_summary(summary))
     print(
         f"\nwrote {out / 'mse'}, {out / 'vsraq'}, {out / 'routing.json'}, "
         f"{out / 'routing.png'}, {out / 'demo.json'} "
         f"({doc['wall_seconds'] / 60:.1f} min)"
     )
     return 0
-
-
-def _heldout_ids(args: argparse.Namespace, model_dir: Path, text: Path) -> Any:
-    """The report's token ids, read before tuning (too short a text would
-    otherwise fail after both quantizations)."""
-    from vsraq_modifier.metrics.loading import load_token_ids
-
-    ids = load_token_ids(text, model_dir, args.eval_tokens, what="--text")
-    if ids.numel() < 2:
-        raise DemoInputError(
-            f"--text {text} has {ids.numel()} token(s); the report needs at least 2"
-        )
-    return ids
 
 
 def _report(args: argparse.Namespace, model_dir: Path, token_ids: Any, out: Path):
@@ -492,52 +380,3 @@ def _report(args: argparse.Namespace, model_dir: Path, token_ids: Any, out: Path
     report.write_json(out / "routing.json")
     plot_report(report, out / "routing.png")
     return report
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
-def _summary(report: Any, runs: dict) -> dict[str, float | None]:
-    by = {m.label: m for m in report.models}
-    mse, vsraq = by["mse"], by["vsraq"]
-    d_mse, d_vsraq = 1 - mse.mean("jaccard"), 1 - vsraq.mean("jaccard")
-    gain = None  # no oracle pass, or nothing for routing to win back
-    if mse.oracle_perplexity is not None:
-        room = mse.perplexity - mse.oracle_perplexity
-        if room > 0:
-            gain = (mse.perplexity - vsraq.perplexity) / room
-    return {
-        "disagreement_mse": d_mse,
-        "disagreement_vsraq": d_vsraq,
-        "disagreement_ratio": _ratio(d_vsraq, d_mse),
-        "perplexity_mse": mse.perplexity,
-        "perplexity_vsraq": vsraq.perplexity,
-        "kl_mse": mse.kl,
-        "kl_vsraq": vsraq.kl,
-        "oracle_perplexity_mse": mse.oracle_perplexity,
-        "oracle_gain_captured": gain,
-        "time_ratio": _ratio(runs["vsraq"].seconds, runs["mse"].seconds),
-    }
-
-
-def _format_summary(s: dict[str, float | None]) -> str:
-    lines = [
-        "vsraq vs mse (same scheme, seed, iterations, calibration samples):",
-        f"  routing disagreement (1 - mean Jaccard): {s['disagreement_vsraq']:.4f} vs "
-        f"{s['disagreement_mse']:.4f} ({s['disagreement_ratio']:.2f}x)",
-        f"  perplexity: {s['perplexity_vsraq']:.3f} vs {s['perplexity_mse']:.3f}",
-        f"  KL(reference || model): {s['kl_vsraq']:.5f} vs {s['kl_mse']:.5f}",
-    ]
-    if s["oracle_gain_captured"] is not None:
-        lines.append(
-            "  share of mse's oracle-routing gain (ppl - oracle ppl) that vsraq "
-            f"recovers: {s['oracle_gain_captured']:.2f}"
-        )
-    elif s["oracle_perplexity_mse"] is not None:
-        lines.append(
-            "  oracle routing does not lower mse's perplexity "
-            f"({s['oracle_perplexity_mse']:.3f}): no routing loss to win back"
-        )
-    lines.append(f"  quantization time: {s['time_ratio']:.2f}x mse's")
-    return "\n".join(lines)

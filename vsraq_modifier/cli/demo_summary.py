@@ -1,0 +1,58 @@
+"""The demo's comparison of the two runs: routing disagreement, perplexity, KL,
+the share of mse's oracle-routing gain that vsraq recovers, and the time ratio."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["format_summary", "summarize"]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def summarize(report: Any, runs: dict) -> dict[str, float | None]:
+    by = {m.label: m for m in report.models}
+    mse, vsraq = by["mse"], by["vsraq"]
+    d_mse, d_vsraq = 1 - mse.mean("jaccard"), 1 - vsraq.mean("jaccard")
+    gain = None  # no oracle pass, or nothing for routing to win back
+    if mse.oracle_perplexity is not None:
+        room = mse.perplexity - mse.oracle_perplexity
+        if room > 0:
+            gain = (mse.perplexity - vsraq.perplexity) / room
+    return {
+        "disagreement_mse": d_mse,
+        "disagreement_vsraq": d_vsraq,
+        "disagreement_ratio": _ratio(d_vsraq, d_mse),
+        "perplexity_mse": mse.perplexity,
+        "perplexity_vsraq": vsraq.perplexity,
+        "kl_mse": mse.kl,
+        "kl_vsraq": vsraq.kl,
+        "oracle_perplexity_mse": mse.oracle_perplexity,
+        "oracle_gain_captured": gain,
+        "time_ratio": _ratio(runs["vsraq"].seconds, runs["mse"].seconds),
+    }
+
+
+def format_summary(s: dict[str, float | None]) -> str:
+    lines = [
+        "vsraq vs mse (same scheme, seed, iterations, calibration samples):",
+        f"  routing disagreement (1 - mean Jaccard): {s['disagreement_vsraq']:.4f} vs "
+        f"{s['disagreement_mse']:.4f} ({s['disagreement_ratio']:.2f}x)",
+        f"  perplexity: {s['perplexity_vsraq']:.3f} vs {s['perplexity_mse']:.3f}",
+        f"  KL(reference || model): {s['kl_vsraq']:.5f} vs {s['kl_mse']:.5f}",
+    ]
+    if s["oracle_gain_captured"] is not None:
+        lines.append(
+            "  share of mse's oracle-routing gain (ppl - oracle ppl) that vsraq "
+            f"recovers: {s['oracle_gain_captured']:.2f}"
+        )
+    elif s["oracle_perplexity_mse"] is not None:
+        lines.append(
+            "  oracle routing does not lower mse's perplexity "
+            f"({s['oracle_perplexity_mse']:.3f}): no routing loss to win back"
+        )
+    lines.append(f"  quantization time: {s['time_ratio']:.2f}x mse's")
+    return "\n".join(lines)
