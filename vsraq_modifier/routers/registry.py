@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -43,11 +44,10 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    import vsraq_modifier.routers as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    # this module's own folder is the package (no import of the package itself)
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name not in _NOT_FAMILIES and not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")
     _loaded = True
 
 

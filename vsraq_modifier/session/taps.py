@@ -1,6 +1,6 @@
 """Router taps: what a decoder block's routers say on each of AutoRound's forwards.
 
-AutoRound's ``_get_loss`` sees only the block's output, so the router logits are
+The host's per-step loss sees only the block's output, so the router logits are
 read with forward hooks on the block (its keyword arguments, for the look-ahead
 path), on its own router(s), and after the block (the look-ahead: the next MoE
 router, reached through the full-precision layers in between). One

@@ -62,7 +62,7 @@ class VSRAQQuantizer(seams.LossSeam):
         self.routing: ModelRouting | None = None
         #: the routing memory estimate of this run (None: not estimated)
         self.memory: Any = None
-        self._offloader: Any = None
+        self._offload: Any = None
         self._session: BlockSession | None = None
         #: decoder layer whose captured inputs AutoRound replays on every block
         self._inputs_of: int | None = None
@@ -78,7 +78,7 @@ class VSRAQQuantizer(seams.LossSeam):
 
     def bind(self, orchestrator: Any) -> None:
         super().bind(orchestrator)
-        self._offloader = seams.offloader_of(orchestrator)
+        self._offload = seams.offloader_of(orchestrator)
         ctx = self.compress_context
         if ctx is not None and getattr(ctx, "enable_torch_compile", False):
             ctx.enable_torch_compile = False
@@ -171,7 +171,7 @@ class VSRAQQuantizer(seams.LossSeam):
                 self.model,
                 layer,
                 name,
-                offloader=self._offloader,
+                offloader=self._offload,
                 amp_dtype=self.model_context.amp_dtype,
                 device=device,
             )

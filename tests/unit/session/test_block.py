@@ -1,0 +1,151 @@
+"""BlockSession alone, on a tiny model, with no host: the reference is captured,
+tuning steps add exactly nothing at the reference and a gradient away from it,
+agreement is measured before and after, NaN/inf stop naming the layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.guards import NonFiniteTuningError
+from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.session import BlockSession, ModelRouting, Phase
+from vsraq_modifier.testing import tiny_model
+
+SAMPLES, SEQ = 4, 8
+
+
+class _Block:
+    """Layer 0 of a tiny Qwen3-MoE and its calibration inputs, driven the way a
+    host drives a block (forward on sample indices)."""
+
+    def __init__(self, config: VSRAQConfig) -> None:
+        torch.manual_seed(0)
+        self.model = tiny_model("qwen3_moe", num_hidden_layers=2)
+        self.layer = self.model.model.layers[0]
+        ids = torch.randint(3, 100, (SAMPLES, SEQ))
+        with torch.no_grad():
+            hidden = self.model.model.embed_tokens(ids)
+        positions = torch.arange(SEQ)[None]
+        self.rotary = self.model.model.rotary_emb(hidden[:1], positions)
+        self.inputs = [hidden[i : i + 1] for i in range(SAMPLES)]
+        self.routing = ModelRouting(self.model, config)
+        objective = BlockObjective(config) if config.is_routing_loss else None
+        self.session = self.routing.open_block(
+            0, self.layer, objective=objective, mask_layer=0
+        )
+
+    def forward(self, indices: list[int]) -> torch.Tensor:
+        x = torch.cat([self.inputs[i] for i in indices])
+        cos, sin = self.rotary
+        rot = (cos.expand(len(indices), -1, -1), sin.expand(len(indices), -1, -1))
+        out = self.layer(x, position_embeddings=rot, attention_mask=None)
+        return out[0] if isinstance(out, tuple) else out
+
+    def reference(self) -> None:
+        self.session.capture_reference()
+        with torch.no_grad():
+            for i in range(SAMPLES):
+                self.forward([i])
+        self.session.start(
+            nsamples=SAMPLES,
+            inputs=self.inputs,
+            forward=self.forward,
+            calls_per_iter=1,
+            batch_size=2,
+        )
+
+
+def test_open_block_has_own_router_and_lookahead() -> None:
+    block = _Block(VSRAQConfig())
+    session = block.session
+    assert isinstance(session, BlockSession) and session.phase is Phase.REFERENCE
+    assert [s.layer for s in session.own] == [0]
+    assert session.path is not None and session.path.site.layer == 1
+    assert block.routing.needs_session(1) and block.routing.index_of(block.layer) == 0
+    # the last layer has no router after it: with look-ahead off, only its own
+    off = _Block(VSRAQConfig(lookahead=False))
+    assert off.session.path is None
+
+
+def test_reference_then_steps_then_report() -> None:
+    block = _Block(VSRAQConfig())
+    block.reference()
+    session = block.session
+    assert session.ref.samples == SAMPLES
+    assert set(session.ref.keys()) == {0, "ahead"}
+    session.begin_tuning()
+    assert session.phase is Phase.TUNE
+    assert session.before.exact_match() == {0: 1.0, 1: 1.0}  # unchanged block
+
+    host = torch.tensor(0.5, requires_grad=True)
+    block.forward([0, 1])
+    first = session.step_loss(host, [0, 1])
+    # each term is normalised by its own first value and scaled to the host loss
+    # (docs/objective.md): on the first step it adds lambda x host per term
+    assert float(first) == pytest.approx(0.5 * (1 + 1.0 + 0.25), rel=1e-5)
+
+    with torch.no_grad():  # move the attention: the routers see other inputs
+        block.layer.self_attn.o_proj.weight.mul_(3.0)
+    block.forward([2, 3])
+    total = session.step_loss(host, [2, 3])
+    assert float(total) > float(first)  # far from the reference now
+    total.backward()
+    assert block.layer.self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert session.iteration == 2
+
+    report = session.finish()
+    assert report.layer == 0 and report.iters == 2
+    assert report.agreement_before == {"L0": 1.0, "L1 (look-ahead)": 1.0}
+    assert set(report.agreement_after) == set(report.agreement_before)
+    assert report.reference_bytes == SAMPLES * SEQ * 8 * 2 * 2  # 8 experts, fp16
+
+
+def test_mse_session_only_measures() -> None:
+    block = _Block(VSRAQConfig(loss="mse"))
+    block.reference()
+    block.session.begin_tuning()
+    host = torch.tensor(0.25)
+    block.forward([0])
+    assert block.session.step_loss(host, [0]) is host
+
+
+def test_reference_must_cover_the_tuned_samples() -> None:
+    block = _Block(VSRAQConfig())
+    block.session.capture_reference()
+    with torch.no_grad():
+        block.forward([0])
+    with pytest.raises(RuntimeError, match="cover 1 samples.*tuned on 4"):
+        block.session.start(
+            nsamples=SAMPLES,
+            inputs=block.inputs,
+            forward=block.forward,
+            calls_per_iter=1,
+        )
+
+
+def test_non_finite_host_loss_stops_naming_the_layer() -> None:
+    block = _Block(VSRAQConfig())
+    block.reference()
+    block.session.begin_tuning()
+    block.forward([0])
+    with pytest.raises(NonFiniteTuningError, match="vsraq layer 0: the block loss"):
+        block.session.step_loss(torch.tensor(float("nan")), [0])
+
+
+def test_overflowing_routing_terms_stop_before_tuning_on() -> None:
+    """A finite host loss with routing terms float32 cannot hold: the total the
+    optimiser sees is checked too (the weights are bounded for that reason)."""
+
+    class Overflowing(BlockObjective):
+        def __call__(self, pairs, host_loss=None, slots=None):
+            return torch.tensor(float("inf")), {}
+
+    block = _Block(VSRAQConfig())
+    block.session.objective = Overflowing(VSRAQConfig())
+    block.reference()
+    block.session.begin_tuning()
+    block.forward([0])
+    with pytest.raises(NonFiniteTuningError, match="total loss.*value_weight"):
+        block.session.step_loss(torch.tensor(0.1), [0])

@@ -1,0 +1,60 @@
+"""ModelRouting: one router finder for both hosts; a dense model is an error for
+a routing loss and an empty routing for loss=mse."""
+
+from __future__ import annotations
+
+import pytest
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.routers import UnsupportedModelError
+from vsraq_modifier.session import ModelRouting
+from vsraq_modifier.testing import tiny_model
+
+
+def _dense():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    return AutoModelForCausalLM.from_config(config)
+
+
+def test_routers_layers_and_names() -> None:
+    model = tiny_model("qwen3_moe", num_hidden_layers=3)
+    routing = ModelRouting(model, VSRAQConfig())
+    assert [s.layer for s in routing.sites] == [0, 1, 2]
+    assert routing.name_of(model.model.layers[2]) == "model.layers.2"
+    assert routing.index_of(model.model.layers[1]) == 1
+    assert routing.index_of(model.lm_head) is None
+    assert "MoE routers at layers [0, 1, 2]; look-ahead on" in routing.describe()
+
+
+def test_dense_model() -> None:
+    with pytest.raises(UnsupportedModelError):
+        ModelRouting(_dense(), VSRAQConfig())
+    routing = ModelRouting(_dense(), VSRAQConfig(loss="mse"))
+    assert routing.sites == [] and not routing.needs_session(0)
+    assert (
+        routing.guard_memory(
+            device="cpu", tokens=10, batch_tokens=10, activation_bytes=4
+        )
+        is None
+    )
+
+
+def test_memory_estimate_counts_every_router() -> None:
+    model = tiny_model("qwen3_moe", num_hidden_layers=2)
+    routing = ModelRouting(model, VSRAQConfig())
+    estimate = routing.guard_memory(
+        device="cpu", tokens=1000, batch_tokens=100, activation_bytes=4
+    )
+    experts = model.config.num_experts
+    # own logits of both routers, kept for one block at a time, plus look-ahead
+    assert estimate.reference_bytes >= 1000 * experts * 2
+    assert estimate.lookahead_bytes > 0
