@@ -71,3 +71,20 @@ def test_seed_range():
     for bad in (-1, 2**32):
         with pytest.raises(SettingError, match=f"--seed {bad}: use a seed in 0.."):
             check_seed(bad)
+
+
+def test_cli_checks_only_with_a_routing_loss(tmp_path):
+    """Without --loss (or --algorithm vsraq) auto-round runs unchanged: nothing is
+    checked, even what the checks would refuse."""
+    from argparse import Namespace
+
+    from vsraq_modifier.inputs import check_cli_inputs
+
+    bad = dict(model=str(tmp_path / "nowhere"), model_name=None, seed=-1, seqlen=0)
+    check_cli_inputs(Namespace(loss=None, algorithm=None, **bad))
+    for routed in (
+        dict(loss="mse", algorithm=None),
+        dict(loss=None, algorithm="vsraq"),
+    ):
+        with pytest.raises(SettingError):
+            check_cli_inputs(Namespace(**routed, **bad))
