@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsraq_modifier.allocate.domains import Domain, domain_weights
+from vsraq_modifier.allocate.domains import Domain, DomainError, domain_weights
 from vsraq_modifier.allocate.outputs import AllocationRecord, unit_bits
 from vsraq_modifier.allocate.schemes import Scheme, check_tiling
 from vsraq_modifier.allocate.sensitivity import combine, measure
@@ -46,7 +46,7 @@ def domain_chunks(
         available[d.name] = int(ids.numel())
         n_win = ids.numel() // seq_len
         if n_win < 1:
-            raise ValueError(
+            raise DomainError(
                 f"--dataset {d.name}: {ids.numel()} tokens, fewer than one window of "
                 f"--seq-len {seq_len}; give more text or a smaller --seq-len"
             )

@@ -158,7 +158,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="torch device, e.g. cpu, cuda (default: cuda if available, else cpu)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -214,6 +214,10 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--model {model_dir}: no config.json there")
     domains = load_domains(args.dataset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.float32, device_map=device
     ).eval()
