@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_helpers import make_text, save_checkpoint
 
+from tests.helpers.checkpoints import make_text, save_checkpoint
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
 

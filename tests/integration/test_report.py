@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_helpers import (
+
+from tests.helpers.checkpoints import (
     drop_tensors,
     make_text,
     make_tokenizer,
     save_checkpoint,
     tiny_checkpoint,
 )
-
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
 

@@ -22,9 +22,9 @@ import sys
 
 import pytest
 import torch
-from router_checks import assert_same_decision
 from torch import nn
 
+from tests.helpers.routers import assert_same_decision
 from vsraq_modifier.routers import RouterSite, find_routers
 from vsraq_modifier.testing import TINY_FAMILIES, tiny_model
 

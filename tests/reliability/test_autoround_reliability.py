@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from autoround_helpers import RUN, calib_ids, save_model_dir, small_moe, tiny_tokenizer
 from loguru import logger
 
+from tests.helpers.autoround import (
+    RUN,
+    calib_ids,
+    save_model_dir,
+    small_moe,
+    tiny_tokenizer,
+)
 from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
 from vsraq_modifier.integrations.autoround import autoround
 from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer

@@ -80,9 +80,9 @@ def test_router_output_the_adapter_does_not_read():
 def test_dense_model_refused_by_vsraq_modifier(tmp_path):
     """VSRAQModifier checks for routers when oneshot initialises it, before any
     calibration (AutoRound's side: tests/integration/autoround)."""
-    from llmc_helpers import load, run_oneshot, tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from tests.helpers.llmcompressor import load, run_oneshot, tiny_tokenizer
     from vsraq_modifier import VSRAQModifier
     from vsraq_modifier.routers import UnsupportedModelError
 

@@ -4,16 +4,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from report_helpers import make_text, save_checkpoint, tiny_checkpoint  # noqa: E402
-
-from vsraq_modifier.cli import main  # noqa: E402
-from vsraq_modifier.testing import tiny_model  # noqa: E402
+from tests.helpers.checkpoints import make_text, save_checkpoint, tiny_checkpoint
+from vsraq_modifier.cli import main
+from vsraq_modifier.testing import tiny_model
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from autoround_helpers import RUN, calib_ids, small_moe, tiny_tokenizer
+
+from tests.helpers.autoround import RUN, calib_ids, small_moe, tiny_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +62,13 @@ def test_autoround_api_same_seed_same_bytes():
 
 @pytest.mark.usefixtures("llmc_env")
 def test_llmcompressor_oneshot_same_bytes(checkpoints, tmp_path):
-    from llmc_helpers import (
+    from tests.helpers.llmcompressor import (
         load,
         modifier_args,
         run_oneshot,
         tiny_checkpoint,
         token_ids,
     )
-
     from vsraq_modifier import VSRAQModifier
     from vsraq_modifier.output import staged_output
 

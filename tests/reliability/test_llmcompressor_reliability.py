@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from llmc_helpers import load, modifier_args, run_oneshot, tiny_checkpoint, token_ids
 from loguru import logger
 
+from tests.helpers.llmcompressor import (
+    load,
+    modifier_args,
+    run_oneshot,
+    tiny_checkpoint,
+    token_ids,
+)
 from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
 from vsraq_modifier.memory import ENV_LIMIT, MemoryLimitError
 from vsraq_modifier.output import staged_output
@@ -91,9 +97,9 @@ def test_empty_calibration_data_is_refused(model):
 def test_all_padding_calibration_data_is_refused(model, reports):
     """oneshot alone tunes on it as if it were text."""
     from datasets import Dataset
-    from llmc_helpers import tiny_tokenizer
     from llmcompressor import oneshot
 
+    from tests.helpers.llmcompressor import tiny_tokenizer
     from vsraq_modifier import VSRAQModifier
 
     ids = torch.zeros(N, SEQ, dtype=torch.long)

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from autoround_helpers import RUN, calib_ids, save_model_dir, small_moe, tiny_tokenizer
 from loguru import logger
 
+from tests.helpers.autoround import (
+    RUN,
+    calib_ids,
+    save_model_dir,
+    small_moe,
+    tiny_tokenizer,
+)
 from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.integrations.autoround import VSRAQSignRoundConfig, autoround
 from vsraq_modifier.integrations.autoround.config import VSRAQOptionError

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from autoround_helpers import save_model_dir, small_moe
 
+from tests.helpers.autoround import save_model_dir, small_moe
 from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.integrations.autoround.cli import FLAGS, main, on_cli_import
 from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer

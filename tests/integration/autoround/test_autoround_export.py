@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from autoround_helpers import EXPORT_DIMS, calib_ids, small_moe, tiny_tokenizer
 from safetensors import safe_open
+
+from tests.helpers.autoround import EXPORT_DIMS, calib_ids, small_moe, tiny_tokenizer
 
 SCHEMES = {
     "W4A16_g128": dict(scheme="W4A16"),

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from autoround_helpers import calib_ids, spy_objective, tiny_tokenizer
 
+from tests.helpers.autoround import calib_ids, spy_objective, tiny_tokenizer
 from vsraq_modifier.integrations.autoround import autoround
-from vsraq_modifier.session.taps import AHEAD
 from vsraq_modifier.routers import find_routers
 from vsraq_modifier.routers.base import decoder_layers
+from vsraq_modifier.session.taps import AHEAD
 from vsraq_modifier.testing import TINY_FAMILIES, tiny_model
 
 RUN = dict(

@@ -7,14 +7,14 @@ import re
 
 import pytest
 import torch
-from autoround_helpers import (
+
+from tests.helpers.autoround import (
     calib_ids,
     quantize,
     small_moe,
     spy_objective,
     tiny_tokenizer,
 )
-
 from vsraq_modifier.integrations.autoround import autoround
 from vsraq_modifier.routing import route
 

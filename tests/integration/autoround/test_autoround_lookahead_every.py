@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers.autoround import quantize, small_moe
 from vsraq_modifier.lookahead import LookaheadPath
-
-from autoround_helpers import quantize, small_moe
 
 ITERS = 6
 

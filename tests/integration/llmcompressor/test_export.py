@@ -23,7 +23,14 @@ import textwrap
 
 import pytest
 import torch
-from llmc_helpers import load, modifier_args, run_oneshot, tiny_checkpoint, token_ids
+
+from tests.helpers.llmcompressor import (
+    load,
+    modifier_args,
+    run_oneshot,
+    tiny_checkpoint,
+    token_ids,
+)
 
 pytestmark = pytest.mark.slow
 

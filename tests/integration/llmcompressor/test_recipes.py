@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from llmc_helpers import SCHEMES, load, run_oneshot, tiny_checkpoint, token_ids
+
+from tests.helpers.llmcompressor import (
+    SCHEMES,
+    load,
+    run_oneshot,
+    tiny_checkpoint,
+    token_ids,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from llmc_helpers import load, modifier_args, run_oneshot, tiny_checkpoint, token_ids
+
+from tests.helpers.llmcompressor import (
+    load,
+    modifier_args,
+    run_oneshot,
+    tiny_checkpoint,
+    token_ids,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from llmc_helpers import (
+
+from tests.helpers.llmcompressor import (
     load,
     modifier_args,
     run_oneshot,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_helpers import drop_tensors, make_text, tiny_checkpoint
 
+from tests.helpers.checkpoints import drop_tensors, make_text, tiny_checkpoint
 from vsraq_modifier.metrics.loading import (
     IncompleteCheckpointError,
     checkpoint_quant_method,

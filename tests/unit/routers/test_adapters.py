@@ -9,8 +9,8 @@ from functools import cache
 
 import pytest
 import torch
-from router_checks import assert_same_decision, randomise_router
 
+from tests.helpers.routers import assert_same_decision, randomise_router
 from vsraq_modifier.routers import adapter_for, find_routers
 from vsraq_modifier.testing import TINY_FAMILIES, tiny_model
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from objective_cases import logits_spec, prep_of, weights_of
 
+from tests.helpers.objective import logits_spec, prep_of, weights_of
 from vsraq_modifier.objective import (
     default_temperature,
     sensitivity_margin,

@@ -7,8 +7,14 @@ import math
 
 import pytest
 import torch
-from objective_cases import SPECS, grouped_spec, prep_of, softmax_spec, weights_of
 
+from tests.helpers.objective import (
+    SPECS,
+    grouped_spec,
+    prep_of,
+    softmax_spec,
+    weights_of,
+)
 from vsraq_modifier.objective import log_esp, set_nll_term
 from vsraq_modifier.objective.set_nll import ranking_logits, set_nll_per_token
 

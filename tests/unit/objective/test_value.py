@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from objective_cases import SPECS, logits_spec, prep_of, softmax_spec, weights_of
 
+from tests.helpers.objective import (
+    SPECS,
+    logits_spec,
+    prep_of,
+    softmax_spec,
+    weights_of,
+)
 from vsraq_modifier.objective import value_term
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from objective_cases import SPECS, logits_spec, prep_of
 
+from tests.helpers.objective import SPECS, logits_spec, prep_of
 from vsraq_modifier.objective import router_kl, topk_mse
 
 

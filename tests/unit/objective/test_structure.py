@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from objective_cases import SPECS, logits_spec, prep_of, softmax_spec, weights_of
 
+from tests.helpers.objective import (
+    SPECS,
+    logits_spec,
+    prep_of,
+    softmax_spec,
+    weights_of,
+)
 from vsraq_modifier.objective import structure_term
 from vsraq_modifier.objective.structure import boundary_per_token, order_per_token
 from vsraq_modifier.routing import group_mask, route
