@@ -26,10 +26,12 @@ def quantize(
     reference: Path,
     out: Path,
     *,
+    scheme: str = "W4A16",
     ignore_router: bool = True,
     max_shard_size: str | None = "20KB",
 ) -> Path:
-    """llm-compressor W4A16 (int4, symmetric, group 32) of ``reference``, saved
+    """llm-compressor W4A16 (int4, symmetric, group 32), or a preset ``scheme``
+    (data-free, e.g. NVFP4A16), of ``reference``, saved
     compressed into ``out`` (several shards unless ``max_shard_size`` is None)."""
     import torch
     from llmcompressor import oneshot
@@ -41,8 +43,13 @@ def quantize(
         num_bits=4, type="int", symmetric=True, strategy="group", group_size=32
     )
     ignore = ["lm_head", *([ROUTER_IGNORE] if ignore_router else [])]
-    recipe = QuantizationModifier(
-        config_groups={"g": {"targets": ["Linear"], "weights": weights}}, ignore=ignore
+    recipe = (
+        QuantizationModifier(
+            config_groups={"g": {"targets": ["Linear"], "weights": weights}},
+            ignore=ignore,
+        )
+        if scheme == "W4A16"
+        else QuantizationModifier(targets=["Linear"], scheme=scheme, ignore=ignore)
     )
     oneshot(model=model, recipe=recipe)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}

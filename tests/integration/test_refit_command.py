@@ -129,3 +129,26 @@ def test_summary_reports_each_router(tmp_path, refitted, capsys):
     for r in rows:
         held_before, held_after = float(r[4]), float(r[6])
         assert (r[7] == "re-fit") == (held_after > held_before)
+
+
+def test_fp4_checkpoint_is_refitted_with_its_experts_intact(tmp_path):
+    """NVFP4 weights (compressed-tensors ``nvfp4-pack-quantized``): loaded through
+    the reload fix (transformers alone drops the experts' global scales); only the
+    routers change, and the output reloads with the re-fitted routers."""
+    from vsraq_modifier.integrations.llmcompressor.reload import load_compressed
+
+    ref = tiny_checkpoint(tmp_path / "ref")
+    q = quantize(ref, tmp_path / "q", scheme="NVFP4A16", max_shard_size=None)
+    text = tmp_path / "cal.txt"
+    text.write_text(make_text(4000, seed=5))
+    out = tmp_path / "out"
+    args = ["refit", "--reference", str(ref), "--quantized", str(q), "--dataset"]
+    args += [str(text), "--nsamples", "16", "--seqlen", "64", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    _, data_q = shard_tensors(q / "model.safetensors")
+    _, data_o = shard_tensors(out / "model.safetensors")
+    diff = {k for k in data_q if data_q[k] != data_o[k]}
+    assert diff and all(k.endswith("mlp.gate.weight") for k in diff)
+    before = _routers(load_compressed(q))
+    after = _routers(load_compressed(out))
+    assert any(not torch.equal(before[k], after[k]) for k in before)

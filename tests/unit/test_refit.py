@@ -246,3 +246,17 @@ def test_refit_all_fits_again_on_every_token_once_kept():
     assert res.accepted and torch.equal(res.fit.weight, full.weight)
     part = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(1e-3, refit_all=False))
     assert not torch.equal(part.fit.weight, full.weight)
+
+
+def test_docs_print_the_code_defaults():
+    from pathlib import Path
+
+    from vsraq_modifier.cli.refit import DEFAULT_NSAMPLES, DEFAULT_SEQLEN
+    from vsraq_modifier.refit import DEFAULT_RIDGE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "refit.md").read_text()
+    opts = RefitOptions()
+    assert f"`--ridge` (default {DEFAULT_RIDGE:g})" in doc
+    assert f"`--holdout` ({opts.holdout:g})" in doc and opts.refit_all
+    assert f"(defaults {DEFAULT_NSAMPLES} x {DEFAULT_SEQLEN}, seed 0)" in doc
+    assert opts.target == "auto" and opts.weights == "uniform"

@@ -262,6 +262,20 @@ def _options(args: argparse.Namespace) -> RefitOptions:
         raise RefitInputError(f"bad option: {e}") from None
 
 
+def _load_quantized(path: Path, cfg: dict[str, Any], device: str) -> Any:
+    """FP4 compressed-tensors checkpoints through llm-compressor's reload fix
+    (transformers 5.17 drops the experts' global scales), in bfloat16 as they
+    decompress; everything else through the project's checked loader."""
+    from vsraq_modifier.metrics.loading import load_model
+
+    fmt = json.dumps(cfg.get("quantization_config") or {})
+    if "fp4-pack-quantized" in fmt:
+        from vsraq_modifier.integrations.llmcompressor.reload import load_compressed
+
+        return load_compressed(path, dtype=torch.bfloat16, device_map=device)
+    return load_model(path, dtype="float32", device=device).model
+
+
 def _run(args: argparse.Namespace) -> int:
     from vsraq_modifier.metrics.loading import load_model
     from vsraq_modifier.output import check_output_dir, staged_output
@@ -282,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     # the checkpoint's router tensors, checked before it is loaded (a quantized or
     # missing router would fail the load with a less telling message)
     keys = router_keys(reference, ref_sites, tensors, q_dir)
-    quantized = load_model(q_dir, dtype="float32", device=args.device).model
+    quantized = _load_quantized(q_dir, q_cfg, args.device)
     try:
         sites = find_routers(quantized)
     except UnsupportedModelError as e:
