@@ -3,6 +3,8 @@
 For tests and plumbing checks only (no hub, a few hundred KB each): their routers are
 random, so they show that code runs and computes the right thing, not how well a
 method routes. ``tiny_model(family)`` is deterministic given ``seed``.
+``tiny_dense_model()`` is a tiny Llama with no router at all: the model every
+"unsupported model" check is tried on.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from typing import Any, Callable
 import torch
 from transformers import PreTrainedModel
 
-__all__ = ["TINY_FAMILIES", "tiny_config", "tiny_model"]
+__all__ = [
+    "TINY_FAMILIES",
+    "tiny_config",
+    "tiny_dense_config",
+    "tiny_dense_model",
+    "tiny_model",
+]
 
 
 def _qwen3_moe(**kw: Any) -> Any:
@@ -191,3 +199,28 @@ def tiny_model(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
+
+
+def tiny_dense_config(**overrides: Any) -> Any:
+    """A tiny dense Llama config (no MoE, no router), with overrides applied; the
+    same vocabulary and widths as the tiny MoE families."""
+    from transformers import LlamaConfig
+
+    base = dict(
+        _ATTN,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        max_position_embeddings=64,
+    )
+    return LlamaConfig(**{**base, **overrides})
+
+
+def tiny_dense_model(
+    seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: Any
+) -> PreTrainedModel:
+    """A randomly initialised tiny dense Llama causal LM in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_dense_config(**overrides)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()

@@ -80,24 +80,12 @@ def test_router_output_the_adapter_does_not_read():
 def test_dense_model_refused_by_vsraq_modifier(tmp_path):
     """VSRAQModifier checks for routers when oneshot initialises it, before any
     calibration (AutoRound's side: tests/integration/autoround)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tests.helpers.llmcompressor import load, run_oneshot, tiny_tokenizer
     from vsraq_modifier import VSRAQModifier
     from vsraq_modifier.routers import UnsupportedModelError
+    from vsraq_modifier.testing import tiny_dense_model
 
-    torch.manual_seed(0)
-    dense = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=64,
-        )
-    )
+    dense = tiny_dense_model(vocab_size=64)
     dense.save_pretrained(tmp_path / "dense")  # oneshot reads the config back
     tiny_tokenizer(64).save_pretrained(tmp_path / "dense")
     ids = torch.randint(2, 64, (2, 16))

@@ -4,7 +4,6 @@ documented ways selects the loss; refused settings fail loudly."""
 from __future__ import annotations
 
 import pytest
-import torch
 from loguru import logger
 
 from tests.helpers.autoround import (
@@ -18,6 +17,7 @@ from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.integrations.autoround import VSRAQSignRoundConfig, autoround
 from vsraq_modifier.integrations.autoround.config import VSRAQOptionError
 from vsraq_modifier.routers import UnsupportedModelError
+from vsraq_modifier.testing import tiny_dense_model
 
 #: every option away from its default (and from AutoRound's iters default)
 OPTIONS = dict(
@@ -189,20 +189,7 @@ def test_helper_refuses_what_autoround_would_drop():
 
 
 def test_dense_model_is_refused_before_calibration():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    dense = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-    )
+    dense = tiny_dense_model()
     ar = autoround(dense, tiny_tokenizer(), dataset=calib_ids(4), **RUN)
     with pytest.raises(UnsupportedModelError, match="no router adapter"):
         ar.post_init()

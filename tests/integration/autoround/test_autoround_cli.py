@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers.autoround import save_model_dir, small_moe
 from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.integrations.autoround.cli import FLAGS, main, on_cli_import
 from vsraq_modifier.integrations.autoround.quantizer import VSRAQQuantizer
+from vsraq_modifier.testing import tiny_dense_model
 
 NEW_FLAGS = [*FLAGS.values(), "--vsraq_no_lookahead"]
 SMALL = [
@@ -248,20 +248,7 @@ def test_unknown_loss_is_an_argparse_error(capsys):
 
 @pytest.mark.slow
 def test_dense_model_exits_2_naming_the_supported_families(tmp_path, capsys):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    dense = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-        )
-    )
+    dense = tiny_dense_model()
     dirs = save_model_dir(tmp_path / "dense", dense)
     with pytest.raises(SystemExit) as e:
         _run(dirs, "--loss", "vsraq")

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
-from vsraq_modifier.testing import TINY_FAMILIES, tiny_model
+from vsraq_modifier.testing import TINY_FAMILIES, tiny_dense_model, tiny_model
 
 SMALL = dict(
     vocab_size=64,
@@ -35,7 +35,7 @@ def _assert_helpful(err: UnsupportedModelError, model_class: str) -> None:
 
 
 def test_dense_model_is_refused_by_name():
-    model = _build("LlamaConfig")
+    model = tiny_dense_model()
     with pytest.raises(UnsupportedModelError) as info:
         find_routers(model)
     _assert_helpful(info.value, "LlamaForCausalLM")
