@@ -124,7 +124,7 @@ def _cpu() -> float:
 
 def _checkpoint(args, out: Path, method: str, scheme: str, samples) -> dict:
     from vsraq_modifier import data
-    from vsraq_modifier.cli.runs import quantize_checkpoint
+    from vsraq_modifier.runs import quantize_checkpoint
 
     meta = out.parent.parent / f"ckpt__{method}__{scheme}.json"
     if out.exists() and meta.exists():
@@ -332,6 +332,19 @@ def table(out: Path) -> str:
                 f"{ev['disagreement']:.4f} = {ratio:.2f}x, KL {dkl:+.0f}%{extra}"
             )
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    # share of the (centred) router-logit error that the linear fit removes, per
+    # router, on the calibration tokens it was fitted on (all of them, no holdout)
+    lines += [
+        "",
+        "| checkpoint | linearly removed share of the router-logit error, "
+        "layers 0.. (centred-uniform-0.001-nosafeguard, calibration tokens) |",
+        "|---|---|",
+    ]
+    for s, m in cols:
+        r = by.get(("centred-uniform-0.001-nosafeguard", s, m))
+        if r:
+            shares = [1 - x["fit_error"][1] / x["fit_error"][0] for x in r["routers"]]
+            lines.append(f"| {s} {m} | " + " ".join(f"{v:.2f}" for v in shares) + " |")
     return "\n".join(lines)
 
 
