@@ -48,7 +48,7 @@ def test_estimate_of_a_real_model_follows_its_routers() -> None:
 def test_guard_raises_over_a_limit_from_the_environment() -> None:
     assert _guard("1").total_bytes < 2**30
     with pytest.raises(
-        MemoryLimitError, match="3.05 MB: reference .* over the limit of 1.05 KB"
+        MemoryLimitError, match="logits 3.05 MB .* over the limit of 1.05 KB"
     ):
         _guard("0.000001", tokens=10**5)
 
