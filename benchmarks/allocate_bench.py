@@ -101,7 +101,7 @@ def step_reference(args) -> dict[str, Any]:
     return {"domains": out}
 
 
-def step_measure(args) -> dict[str, Any]:
+def step_measure(args, mode: str = "layer") -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from vsraq_modifier.allocate.domains import load_domains
@@ -111,9 +111,10 @@ def step_measure(args) -> dict[str, Any]:
 
     model = _load_fp()
     schemes = parse_schemes(SCHEMES)
-    units, _ = plan(model, schemes, "layer", BUDGETS[0])
+    units, _ = plan(model, schemes, mode, BUDGETS[0])
     tok = AutoTokenizer.from_pretrained(str(_model_dir()))
-    chunks, available = domain_chunks(load_domains(None), tok, 256, args.max_tokens)
+    tokens = args.max_tokens if mode == "layer" else args.max_tokens_expert
+    chunks, available = domain_chunks(load_domains(None), tok, 256, tokens)
     cpu, wall = _cpu(), time.perf_counter()
     m = measure(model, units, schemes, chunks, progress=False)
     return {
@@ -132,7 +133,9 @@ def step_measure(args) -> dict[str, Any]:
     }
 
 
-def _solve(run: Path, weights: str, bits: float) -> tuple[dict[str, Any], float]:
+def _solve(
+    run: Path, weights: str, bits: float, mode: str = "layer"
+) -> tuple[dict[str, Any], float]:
     """layer_config of the allocation from the stored measurement, and solve time."""
     import numpy as np
     import torch
@@ -145,7 +148,8 @@ def _solve(run: Path, weights: str, bits: float) -> tuple[dict[str, Any], float]
     from vsraq_modifier.allocate.solve import solve
     from vsraq_modifier.allocate.units import ignored_linears
 
-    m = json.loads((run / "measure.json").read_text())
+    name = "measure.json" if mode == "layer" else f"measure-{mode}.json"
+    m = json.loads((run / name).read_text())
     meas = Measurement(
         m["domains"], m["units"], m["schemes"], torch.tensor(m["kl"]),
         torch.tensor(m["disagreement"]), {}, m["router_layers"], m["tokens"], 0, 0.0,
@@ -153,7 +157,7 @@ def _solve(run: Path, weights: str, bits: float) -> tuple[dict[str, Any], float]
     start = time.perf_counter()
     model = _load_fp()
     schemes = parse_schemes(SCHEMES)
-    units, costs = plan(model, schemes, "layer", bits)
+    units, costs = plan(model, schemes, mode, bits)
     w = domain_weights(weights, m["domains"], m["available_tokens"])
     sens, _, _ = combine(meas, w, None)
     sol = solve(sens.numpy(), costs, np.array([u.numel for u in units]), bits)
@@ -221,13 +225,15 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
     if kind == "uniform":
         s = next(s for s in schemes if s.label == arg)
         scheme = QuantizationScheme(**{**s.autoround(), "act_bits": 16})
-    elif kind in ("alloc", "freq"):
-        sol, secs = _solve(run, "equal" if kind == "alloc" else "tokens", float(arg))
+    elif kind in ("alloc", "freq", "ealloc", "efreq"):
+        weights = "equal" if kind.endswith("alloc") else "tokens"
+        mode = "expert" if kind.startswith("e") else "layer"
+        sol, secs = _solve(run, weights, float(arg), mode)
         layer_config = sol["layer_config"]
         info.update(choice=sol["choice"], solve_seconds=secs,
                     planned_average_bits=sol["average_bits"])
-        twin = run / f"q-alloc-{arg}.json"
-        if kind == "freq" and twin.exists():
+        twin = run / f"q-{kind.replace('freq', 'alloc')}-{arg}.json"
+        if kind.endswith("freq") and twin.exists():
             done = json.loads(twin.read_text())
             if done["choice"] == sol["choice"]:  # same allocation: same checkpoint
                 return {**done, **info, "same_as": twin.name}
@@ -275,6 +281,46 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
     return info
 
 
+def report(run: Path) -> str:
+    """The markdown tables of docs/allocate.md from the finished steps."""
+    ref = json.loads((run / "reference.json").read_text())["domains"]
+    names = list(ref)
+    rows = []
+    for path in sorted(run.glob("q-*.json")):
+        d = json.loads(path.read_text())
+        e, o = d["eval"], d["eval"]["overall"]
+        gap = o["perplexity"] - o["reference_perplexity"]
+        same = f" (= {d['same_as'].removeprefix('q-').removesuffix('.json')})" if "same_as" in d else ""
+        rows.append(
+            f"| {d['variant']}{same} | {d['average_bits']:.4f} | {o['perplexity']:.3f} "
+            f"| {gap:+.3f} | "
+            + " | ".join(f"{e['domains'][n]['perplexity']:.3f}" for n in names)
+            + f" | {o['kl']:.5f} | {o['disagreement']:.4f} "
+            f"| {d['quantize_cpu_seconds']:.0f} |"
+        )
+    head = (
+        "| variant | avg bits | ppl | ppl - ref | "
+        + " | ".join(f"ppl {n}" for n in names)
+        + " | KL | 1-J | quantize CPU s |\n|"
+        + "---|" * (7 + len(names))
+    )
+    ref_row = (
+        "| reference (fp32) | 32 | | | "
+        + " | ".join(f"{ref[n]['perplexity']:.3f}" for n in names)
+        + " | | | |"
+    )
+    tail = ""
+    for name in ("measure", "measure-expert"):
+        if (run / f"{name}.json").exists():
+            m = json.loads((run / f"{name}.json").read_text())
+            tail += (
+                f"\n{name}: {len(m['units'])} units x {len(m['schemes'])} schemes, "
+                f"{m['forward_passes']} forward passes, {m['cpu_seconds']:.0f} CPU s "
+                f"({m['wall_seconds']:.0f} s wall)"
+            )
+    return "\n".join([head, ref_row, *rows]) + "\n" + tail
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="run directory (default: benchmarks/"
@@ -284,9 +330,13 @@ def main() -> int:
                    help="calibration samples of 256 tokens (32)")
     p.add_argument("--max-tokens", type=int, default=2048,
                    help="allocation: tokens measured per domain (2048)")
+    p.add_argument("--max-tokens-expert", type=int, default=1024,
+                   help="per-expert allocation: tokens measured per domain (1024)")
     p.add_argument("--eval-tokens", type=int, default=4096,
                    help="held-out tokens per domain (4096)")
     p.add_argument("--only", nargs="*", default=None, help="steps to run")
+    p.add_argument("--report", action="store_true",
+                   help="print the tables of the finished steps and exit")
     args = p.parse_args()
     import torch
 
@@ -297,6 +347,9 @@ def main() -> int:
         / f"allocate-it{args.iters}-n{args.nsamples}-e{args.eval_tokens}"
     )
     run = Path(args.run)
+    if args.report:
+        print(report(run))
+        return 0
     run.mkdir(parents=True, exist_ok=True)
     # AutoScheme first: its time on this model decides what else fits
     steps = ["reference", f"q-autoscheme-{BUDGETS[0]}", "measure"]
@@ -304,6 +357,9 @@ def main() -> int:
     for b in BUDGETS:
         steps += [f"q-alloc-{b}", f"q-freq-{b}"]
     steps += [f"q-autoscheme-{b}" for b in BUDGETS[1:]]
+    # per-expert units (not servable by vLLM's fused MoE): where domain balance
+    # can matter, since all domains rank the layers alike
+    steps += ["measure-expert", f"q-ealloc-{BUDGETS[0]}", f"q-efreq-{BUDGETS[0]}"]
     settings = {k: v for k, v in vars(args).items() if k != "only"}
     (run / "run.json").write_text(json.dumps(
         {"settings": settings, "command": " ".join(sys.argv)}, indent=1) + "\n")
@@ -318,6 +374,8 @@ def main() -> int:
             data = step_reference(args)
         elif step == "measure":
             data = step_measure(args)
+        elif step == "measure-expert":
+            data = step_measure(args, "expert")
         else:
             data = step_quantize(args, step.removeprefix("q-"))
         data["step_wall_seconds"] = time.perf_counter() - start
