@@ -58,7 +58,7 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
         split_tokens,
         text_token_ids,
     )
-    from vsraq_modifier.cli.runs import quantize_checkpoint
+    from vsraq_modifier.runs import quantize_checkpoint
 
     torch.set_num_threads(spec["threads"])
     model_dir = spec["model"] or str(data.shipped_model_dir())

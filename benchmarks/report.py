@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from run import DEFAULTS, RUNS, run_id_of  # noqa: E402
 
-from vsraq_modifier.cli.runs import METHODS, SCHEMES  # noqa: E402
+from vsraq_modifier.runs import METHODS, SCHEMES  # noqa: E402
 
 TARGET_SCHEMES = ("W4A16", "W3A16")
 

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 sys.path.insert(0, str(HERE.parent))
 
-from vsraq_modifier.cli.runs import METHODS, SCHEMES  # noqa: E402
+from vsraq_modifier.runs import METHODS, SCHEMES  # noqa: E402
 
 #: the matrix's defaults (benchmarks/README.md explains the choice)
 DEFAULTS = {

@@ -4,7 +4,7 @@ Two things in VSRAQ grow with the calibration set and the model, and nothing els
 
 1. Reference router logits. While a block is tuned, the full-precision logits of its
    own router(s) and of the look-ahead router are kept for every calibration token,
-   2 bytes per value (``integrations/autoround/taps.py``, ``ReferenceStore``):
+   2 bytes per value (``session/taps.py``, ``ReferenceStore``):
    tokens x experts x 2 bytes x routers kept. One block's are alive at a time, so
    the peak is the largest block's (a block with a router and a look-ahead router
    keeps two).

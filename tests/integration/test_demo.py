@@ -88,6 +88,7 @@ def test_demo_writes_checkpoints_and_report(tmp_path: Path, capsys) -> None:
     for label in ("mse", "vsraq"):
         config = json.loads((out / label / "config.json").read_text())
         assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+        assert config["quantization_config"]["format"] == "pack-quantized"
     doc = json.loads((out / "routing.json").read_text())
     assert [m["label"] for m in doc["models"]] == ["mse", "vsraq"]
     assert doc["tokens"] == 256
@@ -105,6 +106,8 @@ def test_demo_writes_checkpoints_and_report(tmp_path: Path, capsys) -> None:
     assert "vsraq" not in demo["quantization"]["mse"]  # plain AutoRound
     assert demo["summary"]["time_ratio"] > 0
     assert "routing disagreement" in printed and "iters" in printed
+    # the demo ends with vLLM's verdict on both checkpoints (vsraq check-serving)
+    assert printed.count("vsraq check-serving") == 2
 
 
 def test_demo_refuses_non_empty_dir(tmp_path: Path, capsys) -> None:

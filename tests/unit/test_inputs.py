@@ -78,7 +78,7 @@ def test_cli_checks_only_with_a_routing_loss(tmp_path):
     checked, even what the checks would refuse."""
     from argparse import Namespace
 
-    from vsraq_modifier.inputs import check_cli_inputs
+    from vsraq_modifier.entry_checks import check_cli_inputs
 
     bad = dict(model=str(tmp_path / "nowhere"), model_name=None, seed=-1, seqlen=0)
     check_cli_inputs(Namespace(loss=None, algorithm=None, **bad))

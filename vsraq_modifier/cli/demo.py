@@ -41,7 +41,7 @@ __all__ = ["DEFAULTS", "DemoInputError", "add_parser", "run"]
 
 #: chosen so the whole demo takes about 5 minutes on 2 idle cores (docs/demo.md)
 DEFAULTS: dict[str, Any] = {
-    "scheme": "W4A16",
+    "scheme": "W4A16G64",
     "iters": 100,
     "seed": 0,
     "nsamples": 128,
@@ -82,7 +82,7 @@ _positive = _at_least(1)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vsraq_modifier.cli.runs import SCHEMES
+    from vsraq_modifier.runs import SCHEMES
 
     p = subparsers.add_parser(
         "demo",
@@ -107,7 +107,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--scheme",
         choices=list(SCHEMES),
         default=d["scheme"],
-        help=f"AutoRound scheme (default: {d['scheme']}: int4 weights, group 128). "
+        help=f"AutoRound scheme (default: {d['scheme']}: int4 weights in groups of 64, "
+        "compressed-tensors pack-quantized, which vLLM's Marlin MoE kernel serves; "
+        "the shipped model's experts are 64 wide, too narrow for group 128). "
         + "; ".join(f"{s.name}: {s.description}" for s in SCHEMES.values()),
     )
     p.add_argument(
@@ -292,7 +294,7 @@ def _demo(
     calib, text = texts
     import torch
 
-    from vsraq_modifier.cli.runs import quantize_checkpoint
+    from vsraq_modifier.runs import quantize_checkpoint
 
     torch.set_num_threads(args.threads)
     settings = _settings(args, model_dir, calib, text)
@@ -324,7 +326,6 @@ def _demo(
                     seed=args.seed,
                     iters=args.iters,
                     batch_size=args.batch_size,
-                    work_dir=work.resolve(),
                 )
             print(f"{label}: {runs[label].seconds:.1f} s", file=sys.stderr)
     finally:
@@ -350,12 +351,26 @@ def _demo(
     print(format_table(report))
     print()
     print(format_summary(summary))
+    _serving_verdict(out)
     print(
         f"\nwrote {out / 'mse'}, {out / 'vsraq'}, {out / 'routing.json'}, "
         f"{out / 'routing.png'}, {out / 'demo.json'} "
         f"({doc['wall_seconds'] / 60:.1f} min)"
     )
     return 0
+
+
+def _serving_verdict(out: Path) -> None:
+    """``vsraq check-serving`` of both checkpoints: will vLLM serve them?"""
+    from vsraq_modifier.cli.check_serving import format_report
+    from vsraq_modifier.serving import CheckpointError, check_checkpoint
+
+    for label in LABELS:
+        print(f"\nvsraq check-serving {out / label}:")
+        try:
+            print(format_report(check_checkpoint(out / label)))
+        except CheckpointError as e:  # e.g. a research scheme in another format
+            print(f"  not checked: {e}")
 
 
 def _report(args: argparse.Namespace, model_dir: Path, token_ids: Any, out: Path):

@@ -104,7 +104,7 @@ def check_model_config(args: argparse.Namespace, model: Path) -> None:
 
 def check_space(args: argparse.Namespace, model: Path, out: Path, runs: int) -> None:
     """Both checkpoints must fit in DIR's file system (checked before tuning)."""
-    from vsraq_modifier.cli.runs import SCHEMES
+    from vsraq_modifier.runs import SCHEMES
     from vsraq_modifier.disk import (
         check_free_space,
         estimate_checkpoint_bytes,

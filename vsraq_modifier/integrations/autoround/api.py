@@ -13,7 +13,7 @@ from typing import Any
 from auto_round import AutoRound
 
 from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.inputs import check_api_inputs
+from vsraq_modifier.entry_checks import check_api_inputs
 from vsraq_modifier.integrations.autoround.config import VSRAQ_FIELDS
 from vsraq_modifier.integrations.autoround.quantizer import VSRAQSignRoundConfig
 from vsraq_modifier.integrations.autoround.saving import stage_saves

@@ -223,8 +223,9 @@ def run_tune(original: Any, args: argparse.Namespace) -> Any:
     --vsraq_* flags: AutoRound's own, unchanged."""
     if _requested_loss(args) is None and not _given(args):
         return original(args)
+    from vsraq_modifier.entry_checks import check_cli_inputs
     from vsraq_modifier.guards import CalibrationDataError, NonFiniteTuningError
-    from vsraq_modifier.inputs import InputError, check_cli_inputs
+    from vsraq_modifier.inputs import InputError
     from vsraq_modifier.integrations.autoround.config import VSRAQOptionError
     from vsraq_modifier.integrations.autoround.saving import staged_saves_in_cli
     from vsraq_modifier.memory import MemoryLimitError

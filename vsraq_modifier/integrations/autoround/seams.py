@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -270,7 +271,9 @@ def wrap_cli(
     """Route AutoRound's command through the plugin (idempotent):
     ``AlgorithmHandler.build_configs`` becomes ``build_configs(original, cls,
     args, common_kwargs)``; ``auto_round.cli.main.tune`` becomes
-    ``tune(original, args)``. The host has no plugin entry point for either."""
+    ``tune(original, args)``; the quantize command's parser expands option
+    abbreviations as the host alone would (:func:`host_abbreviations`). The host
+    has no plugin entry point for any of them."""
     from auto_round.cli.algorithms import AlgorithmHandler
 
     if not getattr(AlgorithmHandler.build_configs, "_vsraq", False):
@@ -291,3 +294,54 @@ def wrap_cli(
         wrapped_tune._vsraq = True  # type: ignore[attr-defined]
         wrapped_tune.__wrapped__ = original_tune  # type: ignore[attr-defined]
         module.tune = wrapped_tune
+    from auto_round.cli import parser as parser_module
+
+    for owner in (parser_module, module):
+        build = owner.build_quantize_parser
+        if not getattr(build, "_vsraq", False):
+            owner.build_quantize_parser = _keeping_host_abbreviations(build)
+
+
+def _keeping_host_abbreviations(build: Callable[..., Any]) -> Callable[..., Any]:
+    """AutoRound's ``build_quantize_parser``, whose parsers expand option
+    abbreviations as without the plugin (:func:`host_abbreviations`)."""
+
+    def build_quantize_parser(*args: Any, **kwargs: Any) -> Any:
+        parser = build(*args, **kwargs)
+        parse_known_args = parser.parse_known_args
+
+        def parse(args: Any = None, namespace: Any = None) -> Any:
+            argv = list(sys.argv[1:] if args is None else args)
+            return parse_known_args(host_abbreviations(parser, argv), namespace)
+
+        parser.parse_known_args = parse
+        return parser
+
+    build_quantize_parser._vsraq = True  # type: ignore[attr-defined]
+    build_quantize_parser.__wrapped__ = build  # type: ignore[attr-defined]
+    return build_quantize_parser
+
+
+def _is_plugin_flag(option: str) -> bool:
+    return option.startswith("--vsraq_") or option == "--loss"
+
+
+def host_abbreviations(parser: Any, argv: list[str]) -> list[str]:
+    """``argv`` with each abbreviated option expanded the way AutoRound's parser
+    would expand it without the plugin: the ``--vsraq_*`` and ``--loss`` flags
+    must not make a host abbreviation ambiguous (``--v`` is ``--vllm_args``)."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    host = [o for o in options if o.startswith("--") and not _is_plugin_flag(o)]
+    out = []
+    for arg in argv:
+        if arg == "--":
+            out.extend(argv[len(out) :])
+            break
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag not in options:
+            matches = [o for o in host if o.startswith(flag)]
+            ours = [o for o in options if _is_plugin_flag(o) and o.startswith(flag)]
+            if len(matches) == 1 and ours:
+                arg = matches[0] + eq + value
+        out.append(arg)
+    return out

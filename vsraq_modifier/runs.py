@@ -9,9 +9,14 @@ calibration samples; only the loss differs (docs/objective.md "Baselines"):
 - ``topk_mse``, ``router_kl``: the routing baselines;
 - ``vsraq`` and its ablations (value-only, structure-only, no look-ahead).
 
-A checkpoint is written into a temporary directory next to its destination and
-renamed into place only once AutoRound has finished, so an interrupted run never
-leaves a directory that looks like a complete checkpoint.
+A checkpoint is staged (:func:`vsraq_modifier.output.staged_output`): written into
+a hidden directory next to its destination and renamed into place only once
+AutoRound has finished, so an interrupted run never leaves a directory that looks
+like a complete checkpoint.
+
+Schemes: the ones vLLM's fused-MoE kernels serve come first (``served``: int4
+groups of 64 in compressed-tensors ``pack-quantized`` for Marlin; MXFP4); the
+others are research rows (docs/serving.md, ``vsraq check-serving``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 import torch
 from loguru import logger
+
+from vsraq_modifier.output import staged_output
 
 __all__ = [
     "METHODS",
@@ -90,17 +97,44 @@ class Scheme:
     autoround: str
     group_size: int
     export: str
+    #: what vLLM does with an MoE checkpoint of this scheme (vsraq check-serving)
+    serving: str = "served"
+    #: the group size given to AutoRound (None: the preset's own)
+    group_override: int | None = None
+
+    @property
+    def served(self) -> bool:
+        return self.serving == "served"
 
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in [
+        # served by vLLM (the demo's default first): groups of 64 tile the shipped
+        # model's 64-wide experts, and Marlin takes group 64 when hidden % 128 == 0
+        Scheme(
+            "W4A16G64",
+            "int4 weights, symmetric, group 64 (vLLM Marlin MoE)",
+            "W4A16",
+            64,
+            "llm_compressor",
+            group_override=64,
+        ),
+        Scheme(
+            "MXFP4",
+            "mxfp4 weights, group 32 (vLLM's MXFP4 MoE method)",
+            "MXFP4",
+            32,
+            "llm_compressor",
+        ),
+        # research rows
         Scheme(
             "W4A16",
             "int4 weights, symmetric, group 128",
             "W4A16",
             128,
             "llm_compressor",
+            serving="not served: group 128 is wider than the 64-wide experts",
         ),
         Scheme(
             "W3A16",
@@ -108,6 +142,7 @@ SCHEMES: dict[str, Scheme] = {
             "W3A16",
             128,
             "llm_compressor",
+            serving="not served: int3 MoE is not in released vLLM",
         ),
         Scheme(
             "W2A16G64",
@@ -115,11 +150,18 @@ SCHEMES: dict[str, Scheme] = {
             "W2A16G64",
             64,
             "llm_compressor",
+            serving="needs vLLM's optional int2 MoE kernel",
         ),
         # compressed-tensors NVFP4 MoE checkpoints reload without the experts' global
         # scales in transformers 5.17 (benchmarks/README.md): AutoRound's own format
         Scheme(
-            "NVFP4", "fp4 weights and activations, group 16", "NVFP4", 16, "auto_round"
+            "NVFP4",
+            "fp4 weights and activations, group 16",
+            "NVFP4",
+            16,
+            "auto_round",
+            serving="not checked: vLLM's rules for the auto_round format were not "
+            "read here",
         ),
     ]
 }
@@ -209,6 +251,7 @@ def _compressor(
     return autoround(
         model,
         tokenizer,
+        staged=False,  # quantize_checkpoint stages the whole output itself
         scheme=scheme.autoround,
         **{**method.options, **(options or {})},
         **args,
@@ -225,7 +268,6 @@ def quantize_checkpoint(
     seed: int,
     iters: int,
     batch_size: int = 8,
-    work_dir: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> QuantizeResult:
     """Quantize the checkpoint in ``model_dir`` with ``method`` at ``scheme`` and
@@ -233,8 +275,7 @@ def quantize_checkpoint(
 
     ``dataset``: calibration samples [1, seqlen] (:mod:`vsraq_modifier.calibration`);
     ``options``: VSRAQ options added to a routing method's own (ignored by rtn and
-    mse); ``work_dir``: where the unfinished checkpoint lives (default: next to
-    ``out``). ``seconds`` covers AutoRound from construction to the saved files.
+    mse). ``seconds`` covers AutoRound from construction to the saved files.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -242,11 +283,6 @@ def quantize_checkpoint(
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another output")
-    work = Path(work_dir) if work_dir else out.parent
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = work / f".partial-{out.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     seqlen = int(dataset[0].shape[-1])
@@ -260,17 +296,21 @@ def quantize_checkpoint(
         device_map="cpu",
         enable_torch_compile=False,
     )
+    if s.group_override is not None:
+        args["group_size"] = s.group_override
     fmt, why = export_format(model, s)
     if why:
         logger.warning(why)
-    start = time.perf_counter()
-    ar = _compressor(model, tokenizer, m, s, args, options)
-    ar.quantize_and_save(str(tmp), format=fmt)
-    seconds = time.perf_counter() - start
+    with staged_output(out) as stage:
+        start = time.perf_counter()
+        ar = _compressor(model, tokenizer, m, s, args, options)
+        ar.quantize_and_save(str(stage / "export"), format=fmt)
+        seconds = time.perf_counter() - start
+        for path in _checkpoint_dir(stage / "export").iterdir():
+            path.rename(stage / path.name)  # the checkpoint at the top of out
+        shutil.rmtree(stage / "export")
     quantizer = getattr(getattr(ar, "alg_composer", None), "block_quantizer", None)
     blocks = [asdict(r) for r in getattr(quantizer, "reports", [])]
-    _checkpoint_dir(tmp).rename(out)
-    shutil.rmtree(tmp, ignore_errors=True)
     settings = {k: v for k, v in args.items() if k != "dataset"}
     settings["format"] = fmt
     if m.rtn:
