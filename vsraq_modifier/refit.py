@@ -45,6 +45,7 @@ from vsraq_modifier.routing import RouterSpec, route
 
 __all__ = [
     "DEFAULT_RIDGE",
+    "apply_fit",
     "RefitOptions",
     "RefitResult",
     "RouterFit",
@@ -288,3 +289,20 @@ def refit_router(
     return RefitResult(
         stored if keep else original, keep, before, after, a0, a1, n - held, held
     )
+
+
+def apply_fit(router: torch.nn.Module, spec: RouterSpec, result: RefitResult) -> bool:
+    """Write a kept fit into the router module in place (weight, its linear bias,
+    and ``spec.bias``, the router's selection-bias buffer, when fitted); returns
+    ``result.accepted``. Values are copied, so dtype, shape and device stay."""
+    if not result.accepted:
+        return False
+    fit = result.fit
+    with torch.no_grad():
+        router.weight.copy_(fit.weight)
+        bias = getattr(router, "bias", None)
+        if isinstance(bias, torch.Tensor) and fit.bias is not None:
+            bias.copy_(fit.bias)
+        if spec.bias is not None and fit.correction_bias is not None:
+            spec.bias.copy_(fit.correction_bias)
+    return True

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vsraq_modifier.refit import RefitOptions, RefitResult, refit_router
+from vsraq_modifier.refit import RefitOptions, RefitResult, apply_fit, refit_router
 
 __all__ = ["batches", "refit_routers", "router_inputs"]
 
@@ -113,12 +113,6 @@ def refit_routers(
             options=options,
             dtype=(dtypes or {}).get(site.layer),
         )
-        if res.accepted:
-            with torch.no_grad():
-                r.weight.copy_(res.fit.weight)
-                if bias is not None and res.fit.bias is not None:
-                    bias.copy_(res.fit.bias)
-                if site.spec.bias is not None and res.fit.correction_bias is not None:
-                    site.spec.bias.copy_(res.fit.correction_bias)
+        apply_fit(r, site.spec, res)
         out.append((site, res))
     return out

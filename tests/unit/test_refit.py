@@ -260,3 +260,31 @@ def test_docs_print_the_code_defaults():
     assert f"`--holdout` ({opts.holdout:g})" in doc and opts.refit_all
     assert f"(defaults {DEFAULT_NSAMPLES} x {DEFAULT_SEQLEN}, seed 0)" in doc
     assert opts.target == "auto" and opts.weights == "uniform"
+
+
+def test_apply_fit_writes_a_kept_fit_in_place():
+    from vsraq_modifier.refit import apply_fit
+
+    x, w, g = data(t=2048)
+    m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
+    router = torch.nn.Linear(16, 8, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        router.weight.copy_(w)
+    ptr = router.weight.data_ptr()
+    res = refit_router(router.weight, None, SOFTMAX, x @ m.T, x @ w.T)
+    assert apply_fit(router, SOFTMAX, res) and router.weight.data_ptr() == ptr
+    assert router.weight.dtype == torch.bfloat16
+    assert torch.equal(router.weight, res.fit.weight)
+    # a fit the safeguard refuses (noise fitted on few tokens) changes nothing
+    xs, ws, gs = data(t=48, h=32)
+    noisy = xs @ ws.T + 1.5 * torch.randn(48, 8, generator=gs, dtype=torch.float64)
+    small = torch.nn.Linear(32, 8, bias=False).double()
+    with torch.no_grad():
+        small.weight.copy_(ws)
+    refused = refit_router(
+        small.weight, None, SOFTMAX, xs, noisy, options=ridge(1e-9, holdout=0.5)
+    )
+    assert not apply_fit(small, SOFTMAX, refused)
+    assert torch.equal(small.weight, ws)
