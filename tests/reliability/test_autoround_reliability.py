@@ -111,21 +111,22 @@ def test_unusable_calibration_data_is_refused_before_calibration(dataset, match)
         ar.quantize()
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        # every position is the tokenizer's pad token (id 0)
-        dict(dataset=[torch.zeros(1, 32, dtype=torch.long) for _ in range(4)]),
-        # one token per sample: it is the last, which has no next-token target
-        dict(dataset=[torch.randint(3, 128, (1, 1)) for _ in range(4)], seqlen=1),
-    ],
-    ids=["all-padding", "one-token"],
-)
-def test_no_token_left_for_the_loss_is_refused(kwargs):
-    """Without the check the run "succeeds" with a zero loss: plain RTN."""
-    ar = _ar(**kwargs)
+def test_no_token_left_for_the_loss_is_refused():
+    """Every position is the tokenizer's pad token (id 0). Without the check the
+    run "succeeds" with a zero loss: plain RTN."""
+    ar = _ar(dataset=[torch.zeros(1, 32, dtype=torch.long) for _ in range(4)])
     with pytest.raises(CalibrationDataError, match="vsraq layer 0: no calibration"):
         ar.quantize()
+
+
+def test_one_token_samples_are_refused_before_anything_loads():
+    """One token per sample is the last, which has no next-token target: refused
+    when the compressor is built (entry_checks), before calibration."""
+    from vsraq_modifier.inputs import SettingError
+
+    one = [torch.randint(3, 128, (1, 1)) for _ in range(4)]
+    with pytest.raises(SettingError, match="at least 2 tokens"):
+        _ar(dataset=one, seqlen=1)
 
 
 # --- NaN / inf -----------------------------------------------------------------------

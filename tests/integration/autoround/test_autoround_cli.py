@@ -229,6 +229,13 @@ def test_without_loss_plain_autoround_runs(model_dir, monkeypatch):
         (["--loss", "vsraq", "--algorithm", "awq"], "needs AutoRound's tuning"),
         (["--loss", "vsraq", "--enable_adam"], "enable_adam"),
         (["--loss", "vsraq", "--nblocks", "2"], "nblocks"),
+        # AutoRound would reset a negative value to 200 and run
+        (["--loss", "vsraq", "--iters", "-1"], "--iters -1: must be >= 0"),
+        # finite in float64, inf in the float32 block loss: bounded at parse
+        (["--loss", "vsraq", "--vsraq_value_weight", "1e300"], "value_weight"),
+        (["--loss", "mse", "--vsraq_margin", "0.1"], "margin has no effect"),
+        (["--loss", "vsraq", "--enable_torch_compile"], "--enable_torch_compile"),
+        (["--loss", "vsraq", "--enable_lfq"], "Remove --enable_lfq"),
     ],
 )
 def test_option_errors_exit_2_with_a_message(args, match, capsys):
