@@ -1,7 +1,8 @@
-"""``refit_routers`` (vsraq_modifier/refit_model.py, the loop behind ``vsraq refit``) on tiny random models of the
-router kinds the shipped model lacks: DeepSeek-V3 (sigmoid, selection-only
-correction bias, group-limited top-k) and gpt-oss (linear bias, top-k of logits).
-Correctness only: random models say nothing about which variant is best."""
+"""``refit_routers`` (vsraq_modifier/refit_model.py, the loop behind ``vsraq
+refit``) on tiny random models of the router kinds the shipped model lacks:
+DeepSeek-V3 (sigmoid, selection-only correction bias, group-limited top-k) and
+gpt-oss (linear bias, top-k of logits). Correctness only: random models say
+nothing about which variant is best."""
 
 from __future__ import annotations
 
