@@ -288,3 +288,10 @@ def test_apply_fit_writes_a_kept_fit_in_place():
     )
     assert not apply_fit(small, SOFTMAX, refused)
     assert torch.equal(small.weight, ws)
+
+
+def test_all_padding_keeps_the_router():
+    x, w, _ = data(t=20)
+    mask = torch.zeros(20, dtype=torch.bool)
+    res = refit_router(w, None, SOFTMAX, x + 1, x @ w.T, mask)
+    assert not res.accepted and res.fit.weight is w and res.fit_tokens == 0
