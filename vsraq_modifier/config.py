@@ -18,12 +18,14 @@ ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
 #: float32 block loss overflows long before 1e38
 MAX_WEIGHT = 1e6
 #: the options each loss reads (any other option set with it would do nothing)
+_REFIT = {"router_refit", "router_refit_ridge"}
 LOSS_OPTIONS: dict[str, frozenset[str]] = {
-    "mse": frozenset(),
-    "topk_mse": frozenset({"value_weight", "lookahead", "lookahead_every"}),
-    "router_kl": frozenset({"value_weight", "lookahead", "lookahead_every"}),
+    "mse": frozenset(_REFIT),
+    "topk_mse": frozenset({"value_weight", "lookahead", "lookahead_every", *_REFIT}),
+    "router_kl": frozenset({"value_weight", "lookahead", "lookahead_every", *_REFIT}),
     "vsraq": frozenset(
         {
+            *_REFIT,
             "value_weight",
             "structure_weight",
             "margin",
@@ -102,7 +104,29 @@ class VSRAQConfig(BaseModel):
         "docs/results.md gives the measured trade-off).",
     )
 
-    @field_validator("value_weight", "structure_weight", "margin", "temperature")
+    router_refit: Literal["none", "ridge"] | None = Field(
+        None,
+        description="re-fit each full-precision router, once its block is tuned, to "
+        "the inputs it sees in the quantized model (closed-form ridge, kept only "
+        "where it raises routing agreement on held-aside calibration tokens; "
+        "docs/objective.md). Default: ridge with a routing loss, none with mse "
+        "(AutoRound's own result, bit for bit).",
+    )
+    router_refit_ridge: float = Field(
+        1e-3,
+        gt=0.0,
+        le=1e3,
+        description="relative ridge strength of the router re-fit (scale-free: "
+        "relative to the data term and the mean square router input).",
+    )
+
+    @field_validator(
+        "value_weight",
+        "structure_weight",
+        "margin",
+        "temperature",
+        "router_refit_ridge",
+    )
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -115,6 +139,11 @@ class VSRAQConfig(BaseModel):
         error: the user believes it changes the run, and it does not."""
         used = LOSS_OPTIONS[self.loss] | {"loss"}
         idle = sorted(set(self.model_fields_set) - used)
+        if (
+            "router_refit_ridge" in self.model_fields_set
+            and self.refit_method == "none"
+        ):
+            idle.append("router_refit_ridge")
         if idle:
             raise ValueError(
                 f"{', '.join(idle)} has no effect with loss={self.loss!r}"
@@ -131,6 +160,13 @@ class VSRAQConfig(BaseModel):
     def user_options(self) -> dict[str, object]:
         """The options set explicitly (defaults left out), for merging."""
         return {name: getattr(self, name) for name in self.model_fields_set}
+
+    @property
+    def refit_method(self) -> str:
+        """The router re-fit this run does ("none" or "ridge")."""
+        if self.router_refit is not None:
+            return self.router_refit
+        return "ridge" if self.is_routing_loss else "none"
 
     @property
     def is_routing_loss(self) -> bool:

@@ -12,12 +12,14 @@ a time. For that layer the session
    after tuning);
 4. gives the routing loss of each tuning step (:meth:`step_loss`), the host's loss
    plus the routing objective, with NaN/inf stopping the run;
-5. finishes (:meth:`finish`): the block's weights are checked finite, the
+5. finishes (:meth:`finish`): the block's weights are checked finite; with
+   ``refit`` the block's own routers are re-fitted to the inputs the tuned block
+   gives them (:mod:`vsraq_modifier.refit`, kept only where held-aside agreement
+   rises), before the host computes the block's output for the next block; the
    agreement after tuning is measured and a :class:`BlockReport` is returned.
 
 Host-free: the host hands it callables (its block forward) and tensors; it imports
-torch and the project's core only. Router re-alignment will be one more step
-between 3 and 5.
+torch and the project's core only.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from vsraq_modifier.guards import (
 )
 from vsraq_modifier.lookahead import LookaheadPath
 from vsraq_modifier.objective import BlockObjective, NonFiniteRoutingError, RouterPair
+from vsraq_modifier.refit import RefitOptions, RefitResult, apply_fit, refit_router
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routing import RouterSpec
 from vsraq_modifier.session.block_report import BlockReport
@@ -91,12 +94,16 @@ class BlockSession:
         loss: str,
         lookahead_every: int = 1,
         param_name: Callable[[str], str] | None = None,
+        refit: RefitOptions | None = None,
     ) -> None:
         self.index, self.layer, self.own, self.path = index, layer, list(own), path
         self.objective = objective
         self.loss = loss
         self.lookahead_every = lookahead_every
         self.param_name = param_name
+        self.refit = refit if refit is not None and refit.method != "none" else None
+        #: router decoder layer -> the re-fit's outcome (after :meth:`finish`)
+        self.refits: dict[int, RefitResult] = {}
         self.specs: dict[int | str, RouterSpec] = {s.layer: s.spec for s in own}
         #: record key -> decoder layer of that router; its label in the log
         self.layers: dict[int | str, int] = {s.layer: s.layer for s in own}
@@ -299,12 +306,64 @@ class BlockSession:
 
     # --- 5. finish -----------------------------------------------------------
     def finish(self) -> BlockReport:
-        """After tuning: the block's weights finite, agreement after tuning;
-        returns the block's report."""
+        """After tuning: the block's weights finite, its routers re-fitted (with
+        ``refit``), agreement after tuning; returns the block's report."""
         self.detach()
         check_finite_block(self.layer, self.index, self.param_name)
+        if self.refit is not None:
+            self.refit_routers()
         self.measure(self.after)
         return self.report()
+
+    @torch.no_grad()
+    def _router_inputs(self, sites: Sequence[RouterSite]) -> dict[int, torch.Tensor]:
+        """Each router's input on every calibration sample, through the block as
+        it is now (quantized inputs, tuned weights): [samples * seq, hidden]."""
+        got: dict[int, list[torch.Tensor]] = {s.layer: [] for s in sites}
+        handles = []
+        for site in sites:
+
+            def hook(_m: nn.Module, args: tuple, layer: int = site.layer) -> None:
+                x = args[0]
+                got[layer].append(x.detach().reshape(-1, x.shape[-1]).cpu())
+
+            router = self.layer.get_submodule(site.name)
+            handles.append(router.register_forward_pre_hook(hook))
+        try:
+            n = len(self._inputs)
+            for start in range(0, n, self._batch_size):
+                self._forward(list(range(start, min(n, start + self._batch_size))))
+        finally:
+            for h in handles:
+                h.remove()
+        return {k: torch.cat(v) for k, v in got.items()}
+
+    def refit_routers(self) -> None:
+        """Re-fit the block's own routers to their inputs in the quantized model,
+        against the reference logits captured before tuning (the look-ahead
+        router is re-fitted in its own block, on the inputs it will see then)."""
+        if not self.own or not isinstance(self._inputs, list) or self._forward is None:
+            return
+        inputs = self._router_inputs(self.own)
+        samples = list(range(len(self._inputs)))
+        mask = self._mask(self._masks, samples)
+        for site in self.own:
+            router = self.layer.get_submodule(site.name)
+            bias = getattr(router, "bias", None)
+            x = inputs[site.layer]
+            result = refit_router(
+                router.weight.detach(),
+                bias.detach() if isinstance(bias, torch.Tensor) else None,
+                site.spec,
+                x,
+                self.ref.get(site.layer, samples),
+                None if mask is None else mask.cpu(),
+                self.refit,
+                dtype=router.weight.dtype,
+            )
+            result = _on_device(result, router.weight.device)
+            apply_fit(router, site.spec, result)
+            self.refits[site.layer] = result
 
     def report(self) -> BlockReport:
         first = self.host_iters[0] if self.host_iters else float("nan")
@@ -325,4 +384,21 @@ class BlockSession:
                 self.names[k]: v for k, v in self.after.exact_match().items()
             },
             reference_bytes=self.ref.nbytes,
+            refit={self.names[k]: r.summary() for k, r in sorted(self.refits.items())},
         )
+
+
+def _on_device(result: RefitResult, device: torch.device) -> RefitResult:
+    """The fit's tensors on the router's device (the solve runs on the CPU)."""
+    import dataclasses
+
+    fit = result.fit
+    moved = dataclasses.replace(
+        fit,
+        weight=fit.weight.to(device),
+        bias=None if fit.bias is None else fit.bias.to(device),
+        correction_bias=None
+        if fit.correction_bias is None
+        else fit.correction_bias.to(device),
+    )
+    return dataclasses.replace(result, fit=moved)

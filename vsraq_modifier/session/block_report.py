@@ -36,6 +36,9 @@ class BlockReport:
     agreement_before: dict[str, float] = field(default_factory=dict)
     agreement_after: dict[str, float] = field(default_factory=dict)
     reference_bytes: int = 0
+    #: router label -> the router re-fit's outcome (fit error, held-aside
+    #: agreement before -> after, kept or not); empty without re-fit
+    refit: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
         parts = [
@@ -53,4 +56,6 @@ class BlockReport:
         ]
         if agree:
             parts.append("agreement " + ", ".join(agree))
+        for name, outcome in self.refit.items():
+            parts.append(f"router re-fit {name}: {outcome}")
         return " | ".join(parts)

@@ -19,6 +19,7 @@ from vsraq_modifier.lookahead import next_router_path
 from vsraq_modifier.masks import lookahead_kwargs
 from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
 from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.refit import RefitOptions
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
 from vsraq_modifier.session.block import BlockSession
@@ -103,7 +104,14 @@ class ModelRouting:
             loss=self.config.loss,
             lookahead_every=self.config.lookahead_every,
             param_name=param_name,
+            refit=self.refit_options(),
         )
+
+    def refit_options(self) -> RefitOptions | None:
+        """The router re-fit of this run (None: off)."""
+        if self.config.refit_method == "none":
+            return None
+        return RefitOptions(method="ridge", ridge=self.config.router_refit_ridge)
 
     def guard_memory(
         self,

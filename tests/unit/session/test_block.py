@@ -149,3 +149,42 @@ def test_overflowing_routing_terms_stop_before_tuning_on() -> None:
     block.forward([0])
     with pytest.raises(NonFiniteTuningError, match="total loss.*value_weight"):
         block.session.step_loss(torch.tensor(0.1), [0])
+
+
+def test_refit_routes_the_tuned_block_closer_to_the_reference() -> None:
+    """After tuning (here: the attention moved), the own router is re-fitted to
+    the inputs the block now gives it; the fit is kept only where held-aside
+    agreement rises, and the report says what happened."""
+    from vsraq_modifier.refit import RefitOptions
+
+    block = _Block(VSRAQConfig())
+    block.session.refit = RefitOptions(method="ridge", holdout=0.25)
+    gate = block.layer.mlp.gate
+    before = gate.weight.detach().clone()
+    block.reference()
+    block.session.begin_tuning()
+    with torch.no_grad():
+        block.layer.self_attn.o_proj.weight.mul_(4.0)
+    report = block.session.finish()
+    result = block.session.refits[0]
+    assert set(report.refit) == {"L0"}
+    assert result.fit_error_after <= result.fit_error_before
+    if result.accepted:
+        assert result.agreement_after > result.agreement_before
+        assert not torch.equal(gate.weight, before)
+    else:
+        assert torch.equal(gate.weight, before)
+    assert gate.weight.dtype == before.dtype and gate.weight.shape == before.shape
+
+
+def test_without_refit_the_router_is_untouched() -> None:
+    block = _Block(VSRAQConfig(router_refit="none"))
+    assert block.session.refit is None
+    gate = block.layer.mlp.gate
+    before = gate.weight.detach().clone()
+    block.reference()
+    block.session.begin_tuning()
+    with torch.no_grad():
+        block.layer.self_attn.o_proj.weight.mul_(4.0)
+    report = block.session.finish()
+    assert report.refit == {} and torch.equal(gate.weight, before)

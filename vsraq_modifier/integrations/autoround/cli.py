@@ -70,6 +70,7 @@ def add_vsraq_arguments(group: Any) -> None:
         ("margin", float),
         ("temperature", float),
         ("lookahead_every", int),
+        ("router_refit_ridge", float),
     ):
         group.add_argument(
             FLAGS[name],
@@ -79,8 +80,11 @@ def add_vsraq_arguments(group: Any) -> None:
             metavar="N" if kind is int else "X",
             help=_help(name),
         )
-    for name in ("value_target", "structure"):
-        choices = list(_FIELDS[name].annotation.__args__)
+    for name in ("value_target", "structure", "router_refit"):
+        annotation = _FIELDS[name].annotation
+        if name == "router_refit":
+            annotation = annotation.__args__[0]  # Literal[...] | None
+        choices = list(annotation.__args__)
         group.add_argument(
             FLAGS[name],
             dest=_DEST[name],

@@ -101,6 +101,8 @@ class VSRAQModifier(seams.arguments_seam()):
     temperature: float | None = _option("temperature")
     lookahead: bool = _option("lookahead")
     lookahead_every: int = _option("lookahead_every")
+    router_refit: Literal["none", "ridge"] | None = _option("router_refit")
+    router_refit_ridge: float = _option("router_refit_ridge")
 
     _vsraq: VSRAQConfig = PrivateAttr(default=None)
     _model: nn.Module | None = PrivateAttr(default=None)
@@ -137,7 +139,10 @@ class VSRAQModifier(seams.arguments_seam()):
         if self.vsraq.is_routing_loss:
             find_routers(state.model)  # a clear error now, not after layer 0
         self._model = state.model
-        return super().on_initialize(state, **kwargs)
+        done = super().on_initialize(state, **kwargs)
+        if self.vsraq.refit_method != "none":
+            _refuse_quantized_routers(state.model)
+        return done
 
     def on_calibration_start(self, state: State, event: Event, **kwargs: Any) -> None:
         super().on_calibration_start(state, event, **kwargs)
@@ -198,6 +203,25 @@ class VSRAQModifier(seams.arguments_seam()):
             iters=ar_kwargs.pop("iters", self.iters),
             lr=ar_kwargs.pop("lr", self.lr),
         )
+
+
+def _refuse_quantized_routers(model: nn.Module) -> None:
+    """A router the recipe quantizes cannot be re-fitted in full precision (and
+    its re-fitted weights would be rounded again): refuse, naming the pattern."""
+    names = {id(m): n for n, m in model.named_modules()}
+    try:
+        sites = find_routers(model)
+    except ValueError:
+        return  # loss=mse on a model without routers
+    for site in sites:
+        if getattr(site.router, "quantization_scheme", None) is not None:
+            name = names.get(id(site.router), site.name)
+            tail = ".".join(name.split(".")[-2:]).replace(".", r"\.")
+            raise ValueError(
+                f"VSRAQModifier: router_refit needs full-precision routers, but the "
+                f"recipe quantizes {name}. Add 're:.*{tail}$' to ignore (or set "
+                "router_refit: none)."
+            )
 
 
 register(VSRAQModifier)
