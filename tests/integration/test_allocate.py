@@ -189,3 +189,33 @@ def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
     model.save_pretrained(tmp_path / "ct", save_compressed=True)
     reloaded = load_model(tmp_path / "ct").model
     assert not torch.allclose(reloaded(ids).logits, expected, atol=1e-2)
+
+
+def test_autoround_cli_takes_the_layer_config_text(allocations, tmp_path):
+    """The docs' command: ``auto-round ... --layer_config "$(cat DIR/layer_config.json)"``
+    (AutoRound routes iters=0 to its model-free RTN; each layer gets its bits)."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    model_dir, out = allocations["qwen3_moe"]
+    alloc = json.loads((out / "allocation.json").read_text())
+    data = tmp_path / "calib.json"
+    data.write_text(json.dumps([make_text(40, seed=s) for s in range(2)]))
+    cmd = [sys.executable, "-m", "auto_round", "--model", str(model_dir),
+           "--scheme", "W4A16", "--iters", "0", "--nsamples", "2", "--seqlen", "16",
+           "--dataset", str(data), "--disable_opt_rtn", "--format", "auto_round",
+           "--layer_config", (out / "layer_config.json").read_text(),
+           "--output_dir", str(tmp_path / "q")]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (ckpt,) = sorted(p.parent for p in (tmp_path / "q").rglob("config.json"))
+    with safe_open(str(next(ckpt.glob("*.safetensors"))), "pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("qweight")}
+    for u in alloc["units"]:
+        bits = int(u["scheme"][1])
+        proj = "self_attn.q_proj" if u["kind"] == "attention" else "mlp.experts.0.down_proj"
+        key = f"model.layers.{u['layer']}.{proj}.qweight"
+        in_features = 64 if u["kind"] == "attention" else 32
+        assert shapes[key][0] == in_features * bits // 32, (u["name"], shapes[key])
