@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         text_token_ids,
     )
     from vsraq_modifier.metrics.loading import load_model
-    from vsraq_modifier.refit_model import batches, refit_routers
+    from vsraq_modifier.refit.model import batches, refit_routers
 
     (out / "work").mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(args, k) for k in ("seed", "iters", "nsamples", "seqlen")}
@@ -387,7 +387,7 @@ def _tiny_pair(family: str, seed: int):
 def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
     from vsraq_modifier.metrics.hooks import RoutingCapture
     from vsraq_modifier.metrics.routing import RoutingAccumulator
-    from vsraq_modifier.refit_model import refit_routers
+    from vsraq_modifier.refit.model import refit_routers
     from vsraq_modifier.routers import find_routers
 
     out = HERE / "runs" / f"refit-tiny-{family}"

@@ -54,6 +54,10 @@ class Method:
     rtn: bool = False
 
 
+#: the routing methods without the router re-fit (the benchmark's cells before it
+#: existed); ``*_refit`` methods add it (VSRAQConfig.router_refit)
+_NO_REFIT = {"router_refit": "none"}
+
 METHODS: dict[str, Method] = {
     m.label: m
     for m in [
@@ -62,26 +66,47 @@ METHODS: dict[str, Method] = {
         ),
         Method("mse", "AutoRound's own loss (block-output MSE)"),
         Method(
-            "topk_mse", "mse + MSE of the reference top-k logits", {"loss": "topk_mse"}
+            "topk_mse",
+            "mse + MSE of the reference top-k logits",
+            {"loss": "topk_mse", **_NO_REFIT},
         ),
         Method(
-            "router_kl", "mse + KL of the router distributions", {"loss": "router_kl"}
+            "router_kl",
+            "mse + KL of the router distributions",
+            {"loss": "router_kl", **_NO_REFIT},
         ),
-        Method("vsraq", "mse + value + structure alignment", {"loss": "vsraq"}),
+        Method(
+            "vsraq", "mse + value + structure alignment", {"loss": "vsraq", **_NO_REFIT}
+        ),
         Method(
             "vsraq_value",
             "vsraq, value term only (structure_weight=0)",
-            {"loss": "vsraq", "structure_weight": 0.0},
+            {"loss": "vsraq", "structure_weight": 0.0, **_NO_REFIT},
         ),
         Method(
             "vsraq_structure",
             "vsraq, structure term only (value_weight=0)",
-            {"loss": "vsraq", "value_weight": 0.0},
+            {"loss": "vsraq", "value_weight": 0.0, **_NO_REFIT},
         ),
         Method(
             "vsraq_nolookahead",
             "vsraq without the look-ahead router (lookahead=false)",
-            {"loss": "vsraq", "lookahead": False},
+            {"loss": "vsraq", "lookahead": False, **_NO_REFIT},
+        ),
+        Method(
+            "mse_refit",
+            "AutoRound's own loss + in-loop router re-fit",
+            {"loss": "mse", "router_refit": "ridge"},
+        ),
+        Method(
+            "router_kl_refit",
+            "router_kl + in-loop router re-fit",
+            {"loss": "router_kl", "router_refit": "ridge"},
+        ),
+        Method(
+            "vsraq_refit",
+            "vsraq + in-loop router re-fit (the plugin's default)",
+            {"loss": "vsraq", "router_refit": "ridge"},
         ),
     ]
 }

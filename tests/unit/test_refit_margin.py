@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vsraq_modifier.refit import RefitOptions, fit_router, jaccard
-from vsraq_modifier.refit_margin import margin_refine, supports_refine
+from vsraq_modifier.refit.margin import margin_refine, supports_refine
 from vsraq_modifier.routing import RouterSpec
 
 SPEC = RouterSpec(num_experts=8, top_k=2, normalize=True)

@@ -13,7 +13,7 @@ import torch
 
 from tests.helpers.refit import fake_quantize
 from vsraq_modifier.refit import RefitOptions
-from vsraq_modifier.refit_model import refit_routers
+from vsraq_modifier.refit.model import refit_routers
 from vsraq_modifier.routers import find_routers
 from vsraq_modifier.testing import tiny_model
 

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 
 from vsraq_modifier.refit import DEFAULT_RIDGE, RefitOptions, RefitResult
-from vsraq_modifier.refit_checkpoint import (
+from vsraq_modifier.refit.checkpoint import (
     STORAGE_DTYPES,
     RefitInputError,
     router_keys,
     shards,
     write_checkpoint,
 )
-from vsraq_modifier.refit_model import batches, refit_routers
+from vsraq_modifier.refit.model import batches, refit_routers
 
 __all__ = ["RefitInputError", "add_parser", "read_dataset", "refit_routers", "run"]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from vsraq_modifier.refit_margin import margin_refine
+from vsraq_modifier.refit.margin import margin_refine
 from vsraq_modifier.routing import RouterSpec, group_mask, selection_scores
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from vsraq_modifier.objective.pair import NonFiniteRoutingError
-from vsraq_modifier.refit_solve import Target, boundary_weights, fit64, resolved_target
+from vsraq_modifier.refit.solve import Target, boundary_weights, fit64, resolved_target
 from vsraq_modifier.routing import RouterSpec, route
 
 __all__ = [
@@ -70,7 +70,7 @@ class RefitOptions:
     fit); ``refit_all``: once the safeguard keeps a fit, fit again on all the valid
     tokens (held-aside ones included) and keep that; ``seed``: which tokens are
     held aside; ``refine``/``refine_weight``: L-BFGS iterations and drift weight
-    of the convex margin refinement after the ridge (:mod:`refit_margin`; 0: off)."""
+    of the convex margin refinement after the ridge (:mod:`vsraq_modifier.refit.margin`; 0: off)."""
 
     method: Literal["none", "ridge"] = "none"
     ridge: float = DEFAULT_RIDGE

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vsraq_modifier.refit import RefitOptions, RefitResult, apply_fit, refit_router
+from vsraq_modifier.refit.fit import RefitOptions, RefitResult, apply_fit, refit_router
 
 __all__ = ["batches", "refit_routers", "router_inputs"]
 
