@@ -1,0 +1,47 @@
+"""VSRAQModifier on its own: its VSRAQ fields are VSRAQConfig's, the options the
+recipe set become the run's config, and a router the recipe quantizes cannot be
+re-fitted."""
+
+from __future__ import annotations
+
+import pytest
+
+from vsraq_modifier.config import VSRAQConfig
+from vsraq_modifier.integrations.llmcompressor.modifier import (
+    VSRAQ_FIELDS,
+    VSRAQModifier,
+    _refuse_quantized_routers,
+)
+from vsraq_modifier.testing import tiny_model
+
+
+def test_the_modifier_declares_vsraq_config_s_fields() -> None:
+    assert VSRAQ_FIELDS == tuple(VSRAQConfig.model_fields)
+    for name, field in VSRAQConfig.model_fields.items():
+        mine = VSRAQModifier.model_fields[name]
+        assert mine.annotation == field.annotation, name
+        assert mine.default == field.default, name
+        assert mine.description == field.description, name
+        assert mine.metadata == field.metadata, name  # ranges
+
+
+def test_only_the_options_set_reach_the_run() -> None:
+    m = VSRAQModifier(scheme="W4A16", targets=["Linear"], loss="router_kl")
+    assert m.vsraq == VSRAQConfig(loss="router_kl")
+    assert m.vsraq.refit_method == "ridge"
+    with pytest.raises(ValueError, match="structure_weight has no effect"):
+        VSRAQModifier(scheme="W4A16", loss="router_kl", structure_weight=1.0)
+    with pytest.raises(ValueError, match="enable_torch_compile"):
+        VSRAQModifier(scheme="W4A16", enable_torch_compile=True)
+    # left unset, AutoRoundModifier's default (on) is switched off by the run
+    assert VSRAQModifier(scheme="W4A16").enable_torch_compile is True
+
+
+def test_a_quantized_router_cannot_be_refitted() -> None:
+    model = tiny_model("qwen3_moe", num_hidden_layers=1)
+    _refuse_quantized_routers(model)  # full precision: fine
+    model.model.layers[0].mlp.gate.quantization_scheme = object()  # as targeted
+    with pytest.raises(
+        ValueError, match=r"quantizes model\.layers\.0\.mlp\.gate.*ignore"
+    ):
+        _refuse_quantized_routers(model)
