@@ -318,7 +318,40 @@ def report(run: Path) -> str:
                 f"{m['forward_passes']} forward passes, {m['cpu_seconds']:.0f} CPU s "
                 f"({m['wall_seconds']:.0f} s wall)"
             )
-    return "\n".join([head, ref_row, *rows]) + "\n" + tail
+    return "\n".join([head, ref_row, *rows]) + "\n" + tail + "\n\n" + spread(run)
+
+
+def spread(run: Path) -> str:
+    """How the layer-mode sensitivity is spread: per unit, what going from the
+    cheaper to the richer scheme saves in each domain (KL + a x disagreement, a as
+    `auto` sets it for equal weights), and its rank in each domain."""
+    import torch
+
+    from vsraq_modifier.allocate.sensitivity import Measurement, combine
+
+    m = json.loads((run / "measure.json").read_text())
+    meas = Measurement(
+        m["domains"], m["units"], m["schemes"], torch.tensor(m["kl"]),
+        torch.tensor(m["disagreement"]), {}, m["router_layers"], m["tokens"], 0, 0.0,
+    )
+    w = {d: 1 / len(m["domains"]) for d in m["domains"]}
+    _, per_domain, a = combine(meas, w, None)
+    gain = per_domain[:, :, 0] - per_domain[:, :, 1]  # [D, U]
+    ranks = gain.argsort(dim=1, descending=True).argsort(dim=1) + 1
+    lines = [
+        f"saving of {m['schemes'][1]} over {m['schemes'][0]} per unit (routing weight "
+        f"a = {a:.4f}; rank in the domain in brackets)",
+        "",
+        "| unit | " + " | ".join(m["domains"]) + " |",
+        "|---|" + "---|" * len(m["domains"]),
+    ]
+    for u, name in enumerate(m["units"]):
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{gain[d, u]:.4f} ({ranks[d, u]})" for d in range(len(m["domains"])))
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
