@@ -159,7 +159,7 @@ def _chunks(ids: torch.Tensor, seqlen: int, size: int = 8) -> list[torch.Tensor]
 def _evaluate(reference, quantized, batches, ref_cache: dict) -> dict:
     """Per-layer Jaccard, KL(ref || q) and perplexity on the validation chunks."""
     from vsraq_modifier.metrics.hooks import RoutingCapture
-    from vsraq_modifier.metrics.routing import RoutingAccumulator
+    from vsraq_modifier.metrics.agreement import RoutingAccumulator
     from vsraq_modifier.routers import find_routers
 
     acc, kl, nll, count = RoutingAccumulator(), 0.0, 0.0, 0
@@ -386,7 +386,7 @@ def _tiny_pair(family: str, seed: int):
 
 def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
     from vsraq_modifier.metrics.hooks import RoutingCapture
-    from vsraq_modifier.metrics.routing import RoutingAccumulator
+    from vsraq_modifier.metrics.agreement import RoutingAccumulator
     from vsraq_modifier.refit.model import refit_routers
     from vsraq_modifier.routers import find_routers
 

@@ -1,4 +1,4 @@
-"""Property tests of the routing metrics (``vsraq_modifier/metrics/routing.py``) over
+"""Property tests of the routing metrics (``vsraq_modifier/metrics/agreement.py``) over
 random shapes, router kinds, ties, extreme and low-precision logits, and masks.
 
 Documented behaviour checked here: every per-token value and every layer mean over
@@ -9,7 +9,7 @@ count equally); a layer mean over zero tokens (all masked) is NaN with
 of different token counts or a mask of the wrong size. Identical routings score
 exactly 1 whatever the logits (ties included). The objective's own property tests
 are tests/unit/objective/test_objective_properties.py; the metrics' hand-computed
-values and streaming are in tests/unit/metrics/test_routing_metrics.py.
+values and streaming are in tests/unit/metrics/test_agreement.py.
 """
 
 from __future__ import annotations

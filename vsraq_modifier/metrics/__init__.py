@@ -18,7 +18,7 @@ from vsraq_modifier.metrics.hooks import (
     RoutingCapture,
 )
 from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport, format_table
-from vsraq_modifier.metrics.routing import (
+from vsraq_modifier.metrics.agreement import (
     METRIC_NAMES,
     LayerMetrics,
     RoutingAccumulator,

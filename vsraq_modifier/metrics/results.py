@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vsraq_modifier.metrics.routing import LayerMetrics
+from vsraq_modifier.metrics.agreement import LayerMetrics
 
 __all__ = ["ModelEvaluation", "RoutingReport", "format_table"]
 

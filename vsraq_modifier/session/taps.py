@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vsraq_modifier.lookahead import LookaheadPath
-from vsraq_modifier.metrics.routing import RoutingAccumulator
+from vsraq_modifier.metrics.agreement import RoutingAccumulator
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routing import RouterSpec, route
 
@@ -169,7 +169,7 @@ class ReferenceStore:
 
 class Agreement:
     """Routing agreement of a block's routers with the reference, with the project's
-    metric definitions (:mod:`vsraq_modifier.metrics.routing`), keyed by the
+    metric definitions (:mod:`vsraq_modifier.metrics.agreement`), keyed by the
     router's decoder layer index."""
 
     def __init__(self) -> None:

@@ -7,7 +7,7 @@ import json
 import math
 
 from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport, format_table
-from vsraq_modifier.metrics.routing import LayerMetrics
+from vsraq_modifier.metrics.agreement import LayerMetrics
 
 
 def _model(label: str, jaccards: list[float], oracle: float | None = None):
