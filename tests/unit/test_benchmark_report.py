@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import report  # noqa: E402
+import report_tables  # noqa: E402
 
 
 def cell(method, seed, *, jaccard, ppl, kl, oracle, cpu, scheme="W4A16"):
@@ -176,7 +177,7 @@ def write_run(root: Path, name: str, options: dict, cells, eval_text="heldout", 
 
 
 def test_held_out_variants_are_compared_with_the_main_run_s_mse(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "RUNS", tmp_path)
+    monkeypatch.setattr(report_tables, "RUNS", tmp_path)
     main = write_run(tmp_path, "main", {}, base(0))
     fast = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
     write_run(tmp_path, "main-abc", {"lookahead_every": 2}, [fast])
@@ -188,7 +189,7 @@ def test_held_out_variants_are_compared_with_the_main_run_s_mse(tmp_path, monkey
 
 
 def test_timing_table_ratios_within_the_timing_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "RUNS", tmp_path)
+    monkeypatch.setattr(report_tables, "RUNS", tmp_path)
     mse = cell("mse", 0, jaccard=0.98, ppl=10.0, kl=0.01, oracle=9.8, cpu=100.0)
     vsraq = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=125.0)
     fast = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=110.0)
@@ -206,7 +207,7 @@ def test_timing_table_ratios_within_the_timing_runs(tmp_path, monkeypatch):
 def test_a_variant_with_other_iterations_is_compared_with_its_own_mse(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(report, "RUNS", tmp_path)
+    monkeypatch.setattr(report_tables, "RUNS", tmp_path)
     main = write_run(tmp_path, "main", {}, base(0))
     long_mse = cell("mse", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
     long_vsraq = cell("vsraq", 0, jaccard=0.995, ppl=10.0, kl=0.01, oracle=9.8, cpu=1)
