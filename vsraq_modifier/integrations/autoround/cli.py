@@ -259,6 +259,34 @@ def run_tune(original: Any, args: argparse.Namespace) -> Any:
     except NonFiniteTuningError as e:
         print(f"auto-round: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as e:
+        full = write_failure(e, getattr(args, "output_dir", None))
+        if full is None:
+            raise
+        print(f"auto-round: error: {full}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def write_failure(error: BaseException, output_dir: Any) -> str | None:
+    """One line for a checkpoint write that failed for lack of space (the free
+    space check before tuning is a lower bound), or None for any other error.
+    Nothing partial is left: the save was staged."""
+    import errno
+
+    no_space = isinstance(error, OSError) and error.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+    )
+    text = str(error)
+    if not no_space and type(error).__name__ == "SafetensorError":
+        no_space = "No space left" in text or "os error 28" in text
+    if not no_space:
+        return None
+    return (
+        f"writing the checkpoint to {output_dir} failed: no space left on its file "
+        "system (nothing partial was left). Free space there or choose another "
+        "--output_dir."
+    )
 
 
 def on_cli_import(module: Any) -> None:

@@ -43,7 +43,7 @@ def tuned() -> dict[str, Any]:
     def spy(self, host, indices, masks):
         seen.setdefault("sample_masks", seams.sample_valid_masks(self))
         seen.setdefault("step_masks", masks)
-        
+
         return real(self, host, indices, masks)
 
     g = torch.Generator().manual_seed(0)
@@ -187,3 +187,19 @@ def test_registry_resolution() -> None:
     assert _params(coerce_config_class) == ["config", "target_cls"]
     with pytest.raises(RuntimeError, match="maps VSRAQSignRoundConfig"):
         seams.require_quantizer(VSRAQSignRoundConfig, nn.Linear)
+
+
+def test_quantize_parser_keeps_host_abbreviations() -> None:
+    import argparse
+
+    from auto_round.cli import parser as parser_module
+
+    assert _params(parser_module.build_quantize_parser)[0] == "prog"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vllm_args")
+    parser.add_argument("--vsraq_margin", type=float)
+    parser.add_argument("--loss")
+    # --v would be ambiguous with the plugin's flag; the host alone means vllm_args
+    assert seams.host_abbreviations(parser, ["--v", "x"]) == ["--vllm_args", "x"]
+    assert seams.host_abbreviations(parser, ["--vs=1"]) == ["--vs=1"]  # ours only
+    assert seams.host_abbreviations(parser, ["--", "--v"]) == ["--", "--v"]
