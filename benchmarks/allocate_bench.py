@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from allocate_report import report, stored_measurement  # noqa: E402
+
 SCHEMES = "W2A16G64,W4A16@64"
 BUDGETS = (3.0, 2.5)
 
@@ -86,7 +89,9 @@ def _calibration(args):
     )
     from vsraq_modifier.data import calibration_text_path
 
-    ids = split_tokens(text_token_ids(calibration_text_path(), _model_dir()), "calibration")
+    ids = split_tokens(
+        text_token_ids(calibration_text_path(), _model_dir()), "calibration"
+    )
     return calibration_samples(ids, nsamples=args.nsamples, seqlen=256, seed=0)
 
 
@@ -138,22 +143,18 @@ def _solve(
 ) -> tuple[dict[str, Any], float]:
     """layer_config of the allocation from the stored measurement, and solve time."""
     import numpy as np
-    import torch
 
     from vsraq_modifier.allocate.domains import domain_weights
     from vsraq_modifier.allocate.outputs import autoround_pattern
     from vsraq_modifier.allocate.pipeline import plan
     from vsraq_modifier.allocate.schemes import parse_schemes
-    from vsraq_modifier.allocate.sensitivity import Measurement, combine
+    from vsraq_modifier.allocate.sensitivity import combine
     from vsraq_modifier.allocate.solve import solve
     from vsraq_modifier.allocate.units import ignored_linears
 
     name = "measure.json" if mode == "layer" else f"measure-{mode}.json"
     m = json.loads((run / name).read_text())
-    meas = Measurement(
-        m["domains"], m["units"], m["schemes"], torch.tensor(m["kl"]),
-        torch.tensor(m["disagreement"]), {}, m["router_layers"], m["tokens"], 0, 0.0,
-    )
+    meas = stored_measurement(m)
     start = time.perf_counter()
     model = _load_fp()
     schemes = parse_schemes(SCHEMES)
@@ -169,7 +170,11 @@ def _solve(
     for name in ignored_linears(model):
         lc[f"^{name}$"] = {"bits": 16, "act_bits": 16, "data_type": "float"}
     chosen = {u.name: schemes[c].label for u, c in zip(units, sol.choice)}
-    return {"layer_config": lc, "choice": chosen, "average_bits": sol.average_bits}, seconds
+    return {
+        "layer_config": lc,
+        "choice": chosen,
+        "average_bits": sol.average_bits,
+    }, seconds
 
 
 def _evaluate(args, qdir: Path) -> dict[str, Any]:
@@ -192,7 +197,9 @@ def _evaluate(args, qdir: Path) -> dict[str, Any]:
     n = sum(v["tokens"] - math.ceil(v["tokens"] / 256) for v in out.values())
     w = {d: (v["tokens"] - math.ceil(v["tokens"] / 256)) / n for d, v in out.items()}
     overall = {
-        "perplexity": math.exp(sum(w[d] * math.log(v["perplexity"]) for d, v in out.items())),
+        "perplexity": math.exp(
+            sum(w[d] * math.log(v["perplexity"]) for d, v in out.items())
+        ),
         "reference_perplexity": math.exp(
             sum(w[d] * math.log(v["reference_perplexity"]) for d, v in out.items())
         ),
@@ -202,16 +209,10 @@ def _evaluate(args, qdir: Path) -> dict[str, Any]:
     return {"domains": out, "overall": overall}
 
 
-def _avg_bits_of(model) -> float:
-    """AutoScheme's own count over the quantized layers (its compute_avg_bits_for_model)."""
-    from auto_round.auto_scheme.utils import compute_avg_bits_for_model
-
-    return float(compute_avg_bits_for_model(model)[0])
-
-
 def step_quantize(args, variant: str) -> dict[str, Any]:
     import torch
     from auto_round import AutoRound, AutoScheme
+    from auto_round.auto_scheme.utils import compute_avg_bits_for_model
     from auto_round.schemes import QuantizationScheme
     from transformers import AutoTokenizer
 
@@ -230,15 +231,20 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
         mode = "expert" if kind.startswith("e") else "layer"
         sol, secs = _solve(run, weights, float(arg), mode)
         layer_config = sol["layer_config"]
-        info.update(choice=sol["choice"], solve_seconds=secs,
-                    planned_average_bits=sol["average_bits"])
+        info.update(
+            choice=sol["choice"],
+            solve_seconds=secs,
+            planned_average_bits=sol["average_bits"],
+        )
         twin = run / f"q-{kind.replace('freq', 'alloc')}-{arg}.json"
         if kind.endswith("freq") and twin.exists():
             done = json.loads(twin.read_text())
             if done["choice"] == sol["choice"]:  # same allocation: same checkpoint
                 return {**done, **info, "same_as": twin.name}
     elif kind == "autoscheme":
-        opts = [QuantizationScheme(**{**s.autoround(), "act_bits": 16}) for s in schemes]
+        opts = [
+            QuantizationScheme(**{**s.autoround(), "act_bits": 16}) for s in schemes
+        ]
         # AutoScheme's search reads AutoRound's own dataset and takes only a name
         # or a local JSON file, not token ids: the same windows, decoded, serve as
         # this variant's dataset (search and tuning)
@@ -248,8 +254,12 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
         calib.parent.mkdir(parents=True, exist_ok=True)
         calib.write_text(json.dumps(texts))
         scheme = AutoScheme(
-            avg_bits=float(arg), options=opts, enable_torch_compile=False,
-            nsamples=len(texts), seqlen=256, batch_size=8,
+            avg_bits=float(arg),
+            options=opts,
+            enable_torch_compile=False,
+            nsamples=len(texts),
+            seqlen=256,
+            batch_size=8,
         )
     else:
         raise SystemExit(f"unknown variant {variant}")
@@ -261,18 +271,29 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     cpu, wall = _cpu(), time.perf_counter()
     ar = AutoRound(
-        model, tok, scheme=scheme, layer_config=layer_config, dataset=samples,
-        nsamples=args.nsamples, seqlen=256, batch_size=8, iters=args.iters, seed=0,
-        device_map="cpu", enable_torch_compile=False,
+        model,
+        tok,
+        scheme=scheme,
+        layer_config=layer_config,
+        dataset=samples,
+        nsamples=args.nsamples,
+        seqlen=256,
+        batch_size=8,
+        iters=args.iters,
+        seed=0,
+        device_map="cpu",
+        enable_torch_compile=False,
     )
     ar.quantize_and_save(str(work), format="fake")
     info["quantize_cpu_seconds"] = _cpu() - cpu
     info["quantize_wall_seconds"] = time.perf_counter() - wall
-    info["average_bits"] = _avg_bits_of(ar.model)
+    # AutoScheme's own count over the quantized layers
+    info["average_bits"] = float(compute_avg_bits_for_model(ar.model)[0])
     if kind == "autoscheme":
         info["choice"] = {
             n: f"W{c.get('bits')}G{c.get('group_size')}"
-            for n, c in sorted(ar.layer_config.items()) if c.get("bits", 16) < 16
+            for n, c in sorted(ar.layer_config.items())
+            if c.get("bits", 16) < 16
         }
     del ar, model
     (qdir,) = sorted(p.parent for p in work.rglob("config.json"))
@@ -281,102 +302,54 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
     return info
 
 
-def report(run: Path) -> str:
-    """The markdown tables of docs/allocate.md from the finished steps."""
-    ref = json.loads((run / "reference.json").read_text())["domains"]
-    names = list(ref)
-    rows = []
-    for path in sorted(run.glob("q-*.json")):
-        d = json.loads(path.read_text())
-        e, o = d["eval"], d["eval"]["overall"]
-        gap = o["perplexity"] - o["reference_perplexity"]
-        same = f" (= {d['same_as'].removeprefix('q-').removesuffix('.json')})" if "same_as" in d else ""
-        rows.append(
-            f"| {d['variant']}{same} | {d['average_bits']:.4f} | {o['perplexity']:.3f} "
-            f"| {gap:+.3f} | "
-            + " | ".join(f"{e['domains'][n]['perplexity']:.3f}" for n in names)
-            + f" | {o['kl']:.5f} | {o['disagreement']:.4f} "
-            f"| {d['quantize_cpu_seconds']:.0f} |"
-        )
-    head = (
-        "| variant | avg bits | ppl | ppl - ref | "
-        + " | ".join(f"ppl {n}" for n in names)
-        + " | KL | 1-J | quantize CPU s |\n|"
-        + "---|" * (7 + len(names))
-    )
-    ref_row = (
-        "| reference (fp32) | 32 | | | "
-        + " | ".join(f"{ref[n]['perplexity']:.3f}" for n in names)
-        + " | | | |"
-    )
-    tail = ""
-    for name in ("measure", "measure-expert"):
-        if (run / f"{name}.json").exists():
-            m = json.loads((run / f"{name}.json").read_text())
-            tail += (
-                f"\n{name}: {len(m['units'])} units x {len(m['schemes'])} schemes, "
-                f"{m['forward_passes']} forward passes, {m['cpu_seconds']:.0f} CPU s "
-                f"({m['wall_seconds']:.0f} s wall)"
-            )
-    return "\n".join([head, ref_row, *rows]) + "\n" + tail + "\n\n" + spread(run)
-
-
-def spread(run: Path) -> str:
-    """How the layer-mode sensitivity is spread: per unit, what going from the
-    cheaper to the richer scheme saves in each domain (KL + a x disagreement, a as
-    `auto` sets it for equal weights), and its rank in each domain."""
-    import torch
-
-    from vsraq_modifier.allocate.sensitivity import Measurement, combine
-
-    m = json.loads((run / "measure.json").read_text())
-    meas = Measurement(
-        m["domains"], m["units"], m["schemes"], torch.tensor(m["kl"]),
-        torch.tensor(m["disagreement"]), {}, m["router_layers"], m["tokens"], 0, 0.0,
-    )
-    w = {d: 1 / len(m["domains"]) for d in m["domains"]}
-    _, per_domain, a = combine(meas, w, None)
-    gain = per_domain[:, :, 0] - per_domain[:, :, 1]  # [D, U]
-    ranks = gain.argsort(dim=1, descending=True).argsort(dim=1) + 1
-    lines = [
-        f"saving of {m['schemes'][1]} over {m['schemes'][0]} per unit (routing weight "
-        f"a = {a:.4f}; rank in the domain in brackets)",
-        "",
-        "| unit | " + " | ".join(m["domains"]) + " |",
-        "|---|" + "---|" * len(m["domains"]),
-    ]
-    for u, name in enumerate(m["units"]):
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{gain[d, u]:.4f} ({ranks[d, u]})" for d in range(len(m["domains"])))
-            + " |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", default=None, help="run directory (default: benchmarks/"
-                   "runs/allocate-it<iters>-n<nsamples>-e<eval-tokens>)")
+    p.add_argument(
+        "--run",
+        default=None,
+        help="run directory (default: benchmarks/"
+        "runs/allocate-it<iters>-n<nsamples>-e<eval-tokens>)",
+    )
     p.add_argument("--iters", type=int, default=25, help="AutoRound iterations (25)")
-    p.add_argument("--nsamples", type=int, default=32,
-                   help="calibration samples of 256 tokens (32)")
-    p.add_argument("--max-tokens", type=int, default=2048,
-                   help="allocation: tokens measured per domain (2048)")
-    p.add_argument("--max-tokens-expert", type=int, default=1024,
-                   help="per-expert allocation: tokens measured per domain (1024)")
-    p.add_argument("--eval-tokens", type=int, default=4096,
-                   help="held-out tokens per domain (4096)")
+    p.add_argument(
+        "--nsamples",
+        type=int,
+        default=32,
+        help="calibration samples of 256 tokens (32)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=2048,
+        help="allocation: tokens measured per domain (2048)",
+    )
+    p.add_argument(
+        "--max-tokens-expert",
+        type=int,
+        default=1024,
+        help="per-expert allocation: tokens measured per domain (1024)",
+    )
+    p.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=4096,
+        help="held-out tokens per domain (4096)",
+    )
     p.add_argument("--only", nargs="*", default=None, help="steps to run")
-    p.add_argument("--report", action="store_true",
-                   help="print the tables of the finished steps and exit")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print the tables of the finished steps and exit",
+    )
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.run = args.run or str(
-        ROOT / "benchmarks" / "runs"
+        ROOT
+        / "benchmarks"
+        / "runs"
         / f"allocate-it{args.iters}-n{args.nsamples}-e{args.eval_tokens}"
     )
     run = Path(args.run)
@@ -394,8 +367,10 @@ def main() -> int:
     # can matter, since all domains rank the layers alike
     steps += ["measure-expert", f"q-ealloc-{BUDGETS[0]}", f"q-efreq-{BUDGETS[0]}"]
     settings = {k: v for k, v in vars(args).items() if k != "only"}
-    (run / "run.json").write_text(json.dumps(
-        {"settings": settings, "command": " ".join(sys.argv)}, indent=1) + "\n")
+    (run / "run.json").write_text(
+        json.dumps({"settings": settings, "command": " ".join(sys.argv)}, indent=1)
+        + "\n"
+    )
     for step in args.only or steps:
         path = run / f"{step}.json"
         if path.exists():

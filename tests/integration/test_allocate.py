@@ -20,10 +20,15 @@ from vsraq_modifier.testing import tiny_model
 pytestmark = pytest.mark.slow
 
 SCHEMES = "W2A16G32,W4A16@32"
-SHAPES = {"qwen3_moe": dict(num_hidden_layers=2, num_experts=4), "qwen2_moe": dict(num_experts=4)}
+SHAPES = {
+    "qwen3_moe": dict(num_hidden_layers=2, num_experts=4),
+    "qwen2_moe": dict(num_experts=4),
+}
 
 
-def _allocate(tmp: Path, family: str, unit: str = "layer", bits: str = "3.2") -> tuple[Path, Path]:
+def _allocate(
+    tmp: Path, family: str, unit: str = "layer", bits: str = "3.2"
+) -> tuple[Path, Path]:
     model_dir = tmp / f"{family}-model"
     if not model_dir.exists():
         save_checkpoint(tiny_model(family, **SHAPES[family]), model_dir)
@@ -34,9 +39,25 @@ def _allocate(tmp: Path, family: str, unit: str = "layer", bits: str = "3.2") ->
         files += ["--dataset", f"{name}={f}"]
     out = tmp / f"{family}-{unit}-alloc"
     rc = main(
-        ["allocate", "--model", str(model_dir), *files, "--avg-bits", bits,
-         "--schemes", SCHEMES, "--unit", unit, "--seq-len", "16", "--max-tokens", "32",
-         "--no-progress", "--out", str(out)]
+        [
+            "allocate",
+            "--model",
+            str(model_dir),
+            *files,
+            "--avg-bits",
+            bits,
+            "--schemes",
+            SCHEMES,
+            "--unit",
+            unit,
+            "--seq-len",
+            "16",
+            "--max-tokens",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
     )
     assert rc == 0
     return model_dir, out
@@ -49,9 +70,11 @@ def allocations(tmp_path_factory):
 
 
 def _expert_names(model, layer: int) -> list[str]:
-    return [f"model.layers.{layer}.mlp.experts.{e}.{p}"
-            for e in range(model.config.num_experts)
-            for p in ("gate_proj", "up_proj", "down_proj")]
+    return [
+        f"model.layers.{layer}.mlp.experts.{e}.{p}"
+        for e in range(model.config.num_experts)
+        for p in ("gate_proj", "up_proj", "down_proj")
+    ]
 
 
 @pytest.mark.parametrize("family", list(SHAPES))
@@ -60,7 +83,11 @@ def test_outputs_and_one_scheme_per_moe_layer(allocations, family):
 
     model_dir, out = allocations[family]
     assert sorted(p.name for p in out.iterdir()) == [
-        "allocation.json", "allocation.png", "layer_config.json", "recipe.yaml"]
+        "allocation.json",
+        "allocation.png",
+        "layer_config.json",
+        "recipe.yaml",
+    ]
     alloc = json.loads((out / "allocation.json").read_text())
     assert list(alloc)[:4] == ["average_bits", "budget", "domains", "units"]
     assert alloc["domains"] == ["code", "prose"] and alloc["budget"] == 3.2
@@ -73,16 +100,25 @@ def test_outputs_and_one_scheme_per_moe_layer(allocations, family):
     model = tiny_model(family, **SHAPES[family])
     lc = json.loads((out / "layer_config.json").read_text())
     groups = yaml.safe_load((out / "recipe.yaml").read_text())["quant_stage"][
-        "quant_modifiers"]["VSRAQModifier"]["config_groups"]
+        "quant_modifiers"
+    ]["VSRAQModifier"]["config_groups"]
     moe_layers = [u["layer"] for u in alloc["units"] if u["kind"] == "experts"]
     assert moe_layers
     for layer in moe_layers:
         names = _expert_names(model, layer)
-        ar = {json.dumps(cfg, sort_keys=True) for name in names
-              for key, cfg in lc.items() if re.search(to_standard_regex(key), name)}
+        ar = {
+            json.dumps(cfg, sort_keys=True)
+            for name in names
+            for key, cfg in lc.items()
+            if re.search(to_standard_regex(key), name)
+        }
         assert len(ar) == 1  # AutoRound: every expert of the layer, one scheme
-        ct = {g for name in names for g, cfg in groups.items()
-              if any(re.match(t[3:], name) for t in cfg["targets"])}
+        ct = {
+            g
+            for name in names
+            for g, cfg in groups.items()
+            if any(re.match(t[3:], name) for t in cfg["targets"])
+        }
         assert len(ct) == 1  # llm-compressor: one config group
 
 
@@ -97,11 +133,22 @@ def test_autoround_quantizes_with_the_layer_config(allocations, tmp_path):
     assert len(set(want.values())) == 2  # the budget mixes both schemes
     model = load_model(model_dir, dtype="float32").model
     ids = make_tokenizer()(make_text(64, seed=3))["input_ids"]
-    samples = [torch.tensor(ids[i * 16:(i + 1) * 16]).reshape(1, 16) for i in range(2)]
-    ar = AutoRound(model, make_tokenizer(), scheme="W4A16",
-                   layer_config=json.loads((out / "layer_config.json").read_text()),
-                   iters=0, nsamples=2, seqlen=16, batch_size=1, dataset=samples,
-                   device_map="cpu", enable_torch_compile=False)
+    samples = [
+        torch.tensor(ids[i * 16 : (i + 1) * 16]).reshape(1, 16) for i in range(2)
+    ]
+    ar = AutoRound(
+        model,
+        make_tokenizer(),
+        scheme="W4A16",
+        layer_config=json.loads((out / "layer_config.json").read_text()),
+        iters=0,
+        nsamples=2,
+        seqlen=16,
+        batch_size=1,
+        dataset=samples,
+        device_map="cpu",
+        enable_torch_compile=False,
+    )
     ar.quantize_and_save(str(tmp_path / "ar"), format="auto_round")
     seen = {}
     for name, m in ar.model.named_modules():
@@ -116,8 +163,10 @@ def test_autoround_quantizes_with_the_layer_config(allocations, tmp_path):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("family, modifier", [("qwen3_moe", "VSRAQModifier"),
-                                              ("qwen2_moe", "QuantizationModifier")])
+@pytest.mark.parametrize(
+    "family, modifier",
+    [("qwen3_moe", "VSRAQModifier"), ("qwen2_moe", "QuantizationModifier")],
+)
 def test_oneshot_runs_the_recipe_and_the_checkpoint_reloads(
     allocations, tmp_path, family, modifier
 ):
@@ -152,9 +201,15 @@ def _oneshot(oneshot, model, recipe: Path) -> None:
     tok = make_tokenizer()
     ids = [tok(make_text(16, seed=s))["input_ids"] for s in range(2)]
     data = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 16] * 2})
-    oneshot(model=model, processor=tok, dataset=data, recipe=str(recipe),
-            num_calibration_samples=2, max_seq_length=16,
-            shuffle_calibration_samples=False)
+    oneshot(
+        model=model,
+        processor=tok,
+        dataset=data,
+        recipe=str(recipe),
+        num_calibration_samples=2,
+        max_seq_length=16,
+        shuffle_calibration_samples=False,
+    )
 
 
 def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
@@ -192,7 +247,7 @@ def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
 
 
 def test_autoround_cli_takes_the_layer_config_text(allocations, tmp_path):
-    """The docs' command: ``auto-round ... --layer_config "$(cat DIR/layer_config.json)"``
+    """The docs' command, ``auto-round ... --layer_config "$(cat DIR/...json)"``
     (AutoRound routes iters=0 to its model-free RTN; each layer gets its bits)."""
     import subprocess
     import sys
@@ -203,19 +258,46 @@ def test_autoround_cli_takes_the_layer_config_text(allocations, tmp_path):
     alloc = json.loads((out / "allocation.json").read_text())
     data = tmp_path / "calib.json"
     data.write_text(json.dumps([make_text(40, seed=s) for s in range(2)]))
-    cmd = [sys.executable, "-m", "auto_round", "--model", str(model_dir),
-           "--scheme", "W4A16", "--iters", "0", "--nsamples", "2", "--seqlen", "16",
-           "--dataset", str(data), "--disable_opt_rtn", "--format", "auto_round",
-           "--layer_config", (out / "layer_config.json").read_text(),
-           "--output_dir", str(tmp_path / "q")]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "auto_round",
+        "--model",
+        str(model_dir),
+        "--scheme",
+        "W4A16",
+        "--iters",
+        "0",
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "16",
+        "--dataset",
+        str(data),
+        "--disable_opt_rtn",
+        "--format",
+        "auto_round",
+        "--layer_config",
+        (out / "layer_config.json").read_text(),
+        "--output_dir",
+        str(tmp_path / "q"),
+    ]
+    done = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (ckpt,) = sorted(p.parent for p in (tmp_path / "q").rglob("config.json"))
     with safe_open(str(next(ckpt.glob("*.safetensors"))), "pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("qweight")}
+        shapes = {
+            k: f.get_slice(k).get_shape() for k in f.keys() if k.endswith("qweight")
+        }
     for u in alloc["units"]:
         bits = int(u["scheme"][1])
-        proj = "self_attn.q_proj" if u["kind"] == "attention" else "mlp.experts.0.down_proj"
+        proj = (
+            "self_attn.q_proj"
+            if u["kind"] == "attention"
+            else "mlp.experts.0.down_proj"
+        )
         key = f"model.layers.{u['layer']}.{proj}.qweight"
         in_features = 64 if u["kind"] == "attention" else 32
         assert shapes[key][0] == in_features * bits // 32, (u["name"], shapes[key])

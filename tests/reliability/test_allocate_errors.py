@@ -14,7 +14,10 @@ from vsraq_modifier.testing import tiny_model
 
 @pytest.fixture(scope="module")
 def moe_dir(tmp_path_factory) -> Path:
-    return save_checkpoint(tiny_model("qwen3_moe", num_hidden_layers=2), tmp_path_factory.mktemp("m") / "moe")
+    return save_checkpoint(
+        tiny_model("qwen3_moe", num_hidden_layers=2),
+        tmp_path_factory.mktemp("m") / "moe",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +39,21 @@ def _fails(capsys, argv: list[str], *words: str) -> str:
 
 
 def _argv(model: Path, data: Path, tmp: Path, *extra: str) -> list[str]:
-    args = {"--avg-bits": "3", "--schemes": "W2A16G32,W4A16@32", "--dataset": f"a={data}"}
+    args = {
+        "--avg-bits": "3",
+        "--schemes": "W2A16G32,W4A16@32",
+        "--dataset": f"a={data}",
+    }
     for k, v in zip(extra[::2], extra[1::2]):
         args[k] = v
-    argv = ["allocate", "--model", str(model), "--out", str(tmp / "out"), "--no-progress"]
+    argv = [
+        "allocate",
+        "--model",
+        str(model),
+        "--out",
+        str(tmp / "out"),
+        "--no-progress",
+    ]
     for k, v in args.items():
         argv += [k, v]
     return argv
@@ -47,13 +61,22 @@ def _argv(model: Path, data: Path, tmp: Path, *extra: str) -> list[str]:
 
 def test_budget_out_of_range_names_both_bounds(capsys, moe_dir, text_file, tmp_path):
     for bits in ("1.5", "9"):
-        _fails(capsys, _argv(moe_dir, text_file, tmp_path, "--avg-bits", bits),
-               f"--avg-bits {bits}", "2.5625", "4.6250")
+        _fails(
+            capsys,
+            _argv(moe_dir, text_file, tmp_path, "--avg-bits", bits),
+            f"--avg-bits {bits}",
+            "2.5625",
+            "4.6250",
+        )
 
 
 def test_unknown_scheme(capsys, moe_dir, text_file, tmp_path):
-    _fails(capsys, _argv(moe_dir, text_file, tmp_path, "--schemes", "W2A16G32,W9A16"),
-           "W9A16", "unknown AutoRound preset")
+    _fails(
+        capsys,
+        _argv(moe_dir, text_file, tmp_path, "--schemes", "W2A16G32,W9A16"),
+        "W9A16",
+        "unknown AutoRound preset",
+    )
 
 
 def test_dataset_name_given_twice(capsys, moe_dir, text_file, tmp_path):
@@ -68,26 +91,48 @@ def test_missing_dataset_file(capsys, moe_dir, tmp_path):
 def test_non_moe_model(capsys, text_file, tmp_path):
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=64,
-                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=16)
+    cfg = Qwen3Config(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
     dense = save_checkpoint(AutoModelForCausalLM.from_config(cfg), tmp_path / "dense")
-    _fails(capsys, _argv(dense, text_file, tmp_path), "Qwen3ForCausalLM", "Supported MoE")
+    _fails(
+        capsys, _argv(dense, text_file, tmp_path), "Qwen3ForCausalLM", "Supported MoE"
+    )
 
 
 def test_scheme_groups_do_not_tile(capsys, moe_dir, text_file, tmp_path):
-    _fails(capsys, _argv(moe_dir, text_file, tmp_path, "--schemes", "W2A16G32,W4A16"),
-           "W4A16", "groups of 128", "W4A16@32")
+    _fails(
+        capsys,
+        _argv(moe_dir, text_file, tmp_path, "--schemes", "W2A16G32,W4A16"),
+        "W4A16",
+        "groups of 128",
+        "W4A16@32",
+    )
 
 
 def test_bad_domain_weights(capsys, moe_dir, text_file, tmp_path):
-    _fails(capsys, _argv(moe_dir, text_file, tmp_path, "--domain-weights", "b=1",
-                         "--seq-len", "16"), "--domain-weights")
+    _fails(
+        capsys,
+        _argv(
+            moe_dir, text_file, tmp_path, "--domain-weights", "b=1", "--seq-len", "16"
+        ),
+        "--domain-weights",
+    )
 
 
 def test_too_little_text_for_one_window(capsys, moe_dir, text_file, tmp_path):
-    _fails(capsys, _argv(moe_dir, text_file, tmp_path, "--seq-len", "256"),
-           "64 tokens", "--seq-len 256")
+    _fails(
+        capsys,
+        _argv(moe_dir, text_file, tmp_path, "--seq-len", "256"),
+        "64 tokens",
+        "--seq-len 256",
+    )
 
 
 def test_non_empty_output_directory(capsys, moe_dir, text_file, tmp_path):

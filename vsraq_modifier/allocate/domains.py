@@ -102,9 +102,7 @@ def load_domains(values: list[str] | None) -> list[Domain]:
         from vsraq_modifier.data import calibration_text_path
 
         text = calibration_text_path().read_text(encoding="utf-8")
-        return [
-            Domain(n, t, f"shipped:{n}") for n, t in shipped_domains(text).items()
-        ]
+        return [Domain(n, t, f"shipped:{n}") for n, t in shipped_domains(text).items()]
     pairs = [parse_dataset_arg(v) for v in values]
     names = [n for n, _ in pairs]
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -84,9 +84,7 @@ def _by_scheme(rec: AllocationRecord) -> dict[str, list[str]]:
 def recipe(rec: AllocationRecord, modifier: str = "VSRAQModifier") -> dict[str, Any]:
     """The llm-compressor recipe as a dict (written as YAML)."""
     if modifier not in MODIFIERS:
-        raise ValueError(
-            f"--modifier {modifier!r}: use one of {', '.join(MODIFIERS)}"
-        )
+        raise ValueError(f"--modifier {modifier!r}: use one of {', '.join(MODIFIERS)}")
     by_label = {s.label: s for s in rec.schemes}
     groups = {}
     for i, (label, patterns) in enumerate(sorted(_by_scheme(rec).items())):
@@ -206,7 +204,10 @@ def format_table(rec: AllocationRecord) -> str:
                 str(unit.numel),
                 s.label,
                 f"{unit_bits(unit, s) / unit.numel:.3f}",
-                *(f"{float(rec.per_domain[i, u, c]):.3g}" for i in range(len(rec.domains))),
+                *(
+                    f"{float(rec.per_domain[i, u, c]):.3g}"
+                    for i in range(len(rec.domains))
+                ),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -228,10 +229,14 @@ def plot(rec: AllocationRecord, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    bits = [unit_bits(u, rec.schemes[c]) / u.numel for u, c in zip(rec.units, rec.choice)]
+    bits = [
+        unit_bits(u, rec.schemes[c]) / u.numel for u, c in zip(rec.units, rec.choice)
+    ]
     sens = np.array(
-        [[float(rec.per_domain[i, u, c]) for i in range(len(rec.domains))]
-         for u, c in enumerate(rec.choice)]
+        [
+            [float(rec.per_domain[i, u, c]) for i in range(len(rec.domains))]
+            for u, c in enumerate(rec.choice)
+        ]
     )
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, len(bits) * 0.12 + 4), 6))
     if rec.mode == "expert":
@@ -243,7 +248,10 @@ def plot(rec: AllocationRecord, path: Path) -> Path:
             if u.expert is not None:
                 grid[layers.index(u.layer), u.expert] = bits[k]
                 sgrid[layers.index(u.layer), u.expert] = sens[k].mean()
-        for ax, g, title in ((ax1, grid, "bits per weight"), (ax2, sgrid, "sensitivity (mean over domains)")):
+        for ax, g, title in (
+            (ax1, grid, "bits per weight"),
+            (ax2, sgrid, "sensitivity (mean over domains)"),
+        ):
             im = ax.imshow(g, aspect="auto", cmap="viridis")
             ax.set_yticks(range(len(layers)), [f"layer {i}" for i in layers])
             ax.set_xlabel("expert")
@@ -261,7 +269,9 @@ def plot(rec: AllocationRecord, path: Path) -> Path:
         ax2.set_ylabel("sensitivity at the chosen scheme")
         ax2.set_xticks(x, names, rotation=90, fontsize=7)
         ax2.legend(fontsize=7)
-    fig.suptitle(f"allocation: {rec.average_bits:.3f} bits/weight (budget {rec.budget:g})")
+    fig.suptitle(
+        f"allocation: {rec.average_bits:.3f} bits/weight (budget {rec.budget:g})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -270,11 +280,19 @@ def plot(rec: AllocationRecord, path: Path) -> Path:
 
 def write_outputs(rec: AllocationRecord, directory: Path, modifier: str) -> list[Path]:
     """Write the four files into ``directory`` (a staging directory)."""
-    paths = [directory / n for n in ("recipe.yaml", "layer_config.json", "allocation.json", "allocation.png")]
+    paths = [
+        directory / n
+        for n in (
+            "recipe.yaml",
+            "layer_config.json",
+            "allocation.json",
+            "allocation.png",
+        )
+    ]
     header = (
         "# written by `vsraq allocate`: one config group per scheme "
         f"({rec.mode} units, {rec.average_bits:.4f} bits/weight)\n"
-        "#   oneshot(model=..., dataset=..., recipe=\"recipe.yaml\")\n"
+        '#   oneshot(model=..., dataset=..., recipe="recipe.yaml")\n'
     )
     paths[0].write_text(header + yaml.safe_dump(recipe(rec, modifier), sort_keys=False))
     paths[1].write_text(json.dumps(layer_config(rec), indent=1) + "\n")

@@ -153,7 +153,9 @@ def check_tiling(scheme: Scheme, widths: dict[str, int]) -> None:
     bad = {name: w for name, w in widths.items() if w % g}
     if bad:
         name, width = next(iter(bad.items()))
-        divisors = [d for d in (32, 64, 128) if all(w % d == 0 for w in widths.values())]
+        divisors = [
+            d for d in (32, 64, 128) if all(w % d == 0 for w in widths.values())
+        ]
         hint = f"use {scheme.preset}@{divisors[-1] if divisors else -1}"
         raise SchemeError(
             f"scheme {scheme.label!r}: groups of {g} do not tile the {width} inputs "

@@ -48,9 +48,7 @@ def rtn(weight: torch.Tensor, scheme: Scheme) -> torch.Tensor:
     fn, _ = get_quant_func(
         scheme.data_type, scheme.bits, scheme.sym, disable_opt_rtn=True, iters=0
     )
-    q, _scale, _zp = fn(
-        weight.float(), bits=scheme.bits, group_size=scheme.group_size
-    )
+    q, _scale, _zp = fn(weight.float(), bits=scheme.bits, group_size=scheme.group_size)
     return q.to(weight.dtype)
 
 
@@ -112,8 +110,11 @@ def _kl_sum(ref_lp: torch.Tensor, q_lp: torch.Tensor) -> float:
 
 def _downstream(unit: Unit, layers: list[int]) -> list[int]:
     after_block = unit.kind in ("experts", "expert", "shared")
-    return [layer for layer in layers if layer > unit.layer or (
-        layer == unit.layer and not after_block)]
+    return [
+        layer
+        for layer in layers
+        if layer > unit.layer or (layer == unit.layer and not after_block)
+    ]
 
 
 class _LayerCache:
@@ -221,7 +222,9 @@ def measure(
                 with quantized(model, unit, scheme), cache.skipping(unit.layer):
                     for di, d in enumerate(names):
                         kl_sum, n_pred, dis_sum, n_tok = 0.0, 0, 0.0, 0
-                        for c, (ids, (ref_lp, ref_idx)) in enumerate(zip(chunks[d], ref[d])):
+                        for c, (ids, (ref_lp, ref_idx)) in enumerate(
+                            zip(chunks[d], ref[d])
+                        ):
                             cache.key = (d, c)
                             q_lp, q_idx = _run(model, capture, ids, down)
                             kl_sum += _kl_sum(ref_lp, q_lp)

@@ -39,7 +39,9 @@ class Allocation:
 def bounds(costs: np.ndarray, numel: np.ndarray) -> tuple[float, float]:
     """(cheapest, richest) average bits over all assignments."""
     total = float(numel.sum())
-    return float(costs.min(axis=1).sum()) / total, float(costs.max(axis=1).sum()) / total
+    return float(costs.min(axis=1).sum()) / total, float(
+        costs.max(axis=1).sum()
+    ) / total
 
 
 def solve(

@@ -148,7 +148,9 @@ def _expert_parts(
 
 def _expert_pattern(prefix: str, experts: nn.Module, expert: int | None) -> str:
     projs = [
-        _host_projs(n) for n, p in experts.named_parameters(recurse=False) if p.dim() == 3
+        _host_projs(n)
+        for n, p in experts.named_parameters(recurse=False)
+        if p.dim() == 3
     ]
     e = r"\d+" if expert is None else str(expert)
     return rf"^{re.escape(prefix)}\.{e}\.({'|'.join(projs)})$"

@@ -134,8 +134,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--modifier",
         default="VSRAQModifier",
-        choices=("VSRAQModifier", "AutoRoundModifier", "GPTQModifier",
-                 "QuantizationModifier"),
+        choices=(
+            "VSRAQModifier",
+            "AutoRoundModifier",
+            "GPTQModifier",
+            "QuantizationModifier",
+        ),
         help="llm-compressor modifier of the recipe's stage (default: VSRAQModifier)",
     )
     p.add_argument(
@@ -239,6 +243,8 @@ def _run(args: argparse.Namespace) -> int:
     with staged_output(args.out, overwrite=args.overwrite) as stage:
         write_outputs(rec, stage, args.modifier)
     print(format_table(rec))
-    print(f"\nwrote {Path(args.out) / 'recipe.yaml'}, layer_config.json, "
-          "allocation.json, allocation.png")
+    print(
+        f"\nwrote {Path(args.out) / 'recipe.yaml'}, layer_config.json, "
+        "allocation.json, allocation.png"
+    )
     return 0

@@ -19,7 +19,8 @@ from vsraq_modifier.data import calibration_text_path, heldout_text_path
 
 
 @pytest.mark.parametrize(
-    "split, path", [("calibration", calibration_text_path), ("heldout", heldout_text_path)]
+    "split, path",
+    [("calibration", calibration_text_path), ("heldout", heldout_text_path)],
 )
 def test_shipped_text_splits_exactly_by_source(split, path):
     text = path().read_text(encoding="utf-8")
@@ -41,7 +42,9 @@ def test_dataset_files(tmp_path):
     js = tmp_path / "code.json"
     js.write_text(json.dumps(["a = 1", {"text": "b = 2"}]))
     jl = tmp_path / "chat.jsonl"
-    jl.write_text(json.dumps({"text": "hi"}) + "\n" + json.dumps({"text": "there"}) + "\n")
+    jl.write_text(
+        json.dumps({"text": "hi"}) + "\n" + json.dumps({"text": "there"}) + "\n"
+    )
     assert read_texts(plain) == "some prose\n"
     assert read_texts(js) == "a = 1\n\nb = 2"
     assert read_texts(jl) == "hi\n\nthere"

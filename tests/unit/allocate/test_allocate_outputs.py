@@ -28,9 +28,15 @@ def _record(mode: str = "layer", bits: float = 3.2):
     model = tiny_model("qwen2_moe")
     g = torch.Generator().manual_seed(0)
     chunks = {n: [torch.randint(3, 128, (16,), generator=g)] for n in ("code", "prose")}
-    return model, allocate(model, chunks, {"code": 16, "prose": 160}, mode=mode,
-                           schemes=parse_schemes("W2A16G32,W4A16@32"), avg_bits=bits,
-                           progress=False)
+    return model, allocate(
+        model,
+        chunks,
+        {"code": 16, "prose": 160},
+        mode=mode,
+        schemes=parse_schemes("W2A16G32,W4A16@32"),
+        avg_bits=bits,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +46,18 @@ def rec():
 
 def _host_linears(model) -> list[str]:
     """The linears the hosts quantize, experts unfused as experts.<e>.<proj>."""
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-             and "shared_expert_gate" not in n]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and "shared_expert_gate" not in n
+    ]
     for i, layer in enumerate(model.model.layers):
         if hasattr(layer.mlp, "experts"):
-            names += [f"model.layers.{i}.mlp.experts.{e}.{p}"
-                      for e in range(model.config.num_experts)
-                      for p in ("gate_proj", "up_proj", "down_proj")]
+            names += [
+                f"model.layers.{i}.mlp.experts.{e}.{p}"
+                for e in range(model.config.num_experts)
+                for p in ("gate_proj", "up_proj", "down_proj")
+            ]
     return [n for n in names if n != "lm_head"]
 
 
@@ -57,7 +68,9 @@ def test_layer_config_is_what_autoround_matches(rec):
     model = tiny_model("qwen2_moe")
     lc = layer_config(rec)
     text = json.dumps(lc, indent=1)
-    assert parse_layer_config_arg(text) == lc  # what `--layer_config "$(cat ...)"` gives
+    assert (
+        parse_layer_config_arg(text) == lc
+    )  # what `--layer_config "$(cat ...)"` gives
     by_unit = {u.name: rec.schemes[c] for u, c in zip(rec.units, rec.choice)}
     for name in _host_linears(model):
         hits = [k for k in lc if re.search(to_standard_regex(k), name)]
@@ -72,7 +85,7 @@ def test_layer_config_is_what_autoround_matches(rec):
 @pytest.mark.parametrize("modifier", list(MODIFIERS))
 def test_recipe_one_group_per_scheme(rec, modifier):
     r = recipe(rec, modifier)
-    (name, args), = r["quant_stage"]["quant_modifiers"].items()
+    ((name, args),) = r["quant_stage"]["quant_modifiers"].items()
     assert name == modifier
     groups = args["config_groups"]
     used = {rec.schemes[c].label for c in rec.choice}
@@ -97,14 +110,21 @@ def test_recipe_loads_in_llmcompressor(rec, tmp_path):
 
 def test_allocation_json_keys(rec, tmp_path):
     paths = write_outputs(rec, tmp_path, "VSRAQModifier")
-    assert [p.name for p in paths] == ["recipe.yaml", "layer_config.json",
-                                       "allocation.json", "allocation.png"]
+    assert [p.name for p in paths] == [
+        "recipe.yaml",
+        "layer_config.json",
+        "allocation.json",
+        "allocation.png",
+    ]
     assert (tmp_path / "allocation.png").stat().st_size > 1000
     data = json.loads((tmp_path / "allocation.json").read_text())
     assert data == json.loads(json.dumps(allocation_json(rec)))
     assert list(data)[:4] == ["average_bits", "budget", "domains", "units"]
     assert data["domains"] == ["code", "prose"] and data["budget"] == 3.2
-    assert data["average_bits"] == pytest.approx(rec.average_bits) and data["average_bits"] <= 3.2
+    assert (
+        data["average_bits"] == pytest.approx(rec.average_bits)
+        and data["average_bits"] <= 3.2
+    )
     kinds = {u["kind"] for u in data["units"]}
     assert kinds == {"attention", "experts", "shared", "dense_mlp"}
     for u in data["units"]:

@@ -21,7 +21,11 @@ def test_chunks_spread_over_each_text():
     chunks, available = domain_chunks([Domain("a", text, "x")], _Tok(), 10, 30)
     assert available == {"a": 100}
     starts = [int(c[0]) for c in chunks["a"]]
-    assert starts == [0, 40, 90]  # windows 0, round(4.5), 9 and all(c.numel() == 10 for c in chunks["a"])
+    assert starts == [
+        0,
+        40,
+        90,
+    ]  # windows 0, round(4.5), 9 and all(c.numel() == 10 for c in chunks["a"])
     with pytest.raises(DomainError, match="fewer than one window"):
         domain_chunks([Domain("b", "1 2 3", "x")], _Tok(), 10, 30)
 

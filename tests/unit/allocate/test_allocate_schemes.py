@@ -52,10 +52,12 @@ def test_scheme_lists():
         parse_schemes("W2A16G64,W2A16@64")
 
 
-@pytest.mark.parametrize("label", ["W2A16G64", "W4A16@64", "W4A16", "W3A16@32", "W8A16@-1"])
+@pytest.mark.parametrize(
+    "label", ["W2A16G64", "W4A16@64", "W4A16", "W3A16@32", "W8A16@-1"]
+)
 @pytest.mark.parametrize("shape", [(64, 256), (256, 64), (48, 200), (1, 1024)])
 def test_bits_equal_autoscheme_count(label, shape):
-    """The count is AutoScheme's own (auto_round.auto_scheme.utils.compute_layer_bits)."""
+    """The count is AutoScheme's own (auto_scheme.utils.compute_layer_bits)."""
     from auto_round.auto_scheme.utils import compute_layer_bits
 
     s = parse_scheme(label)

@@ -41,7 +41,9 @@ def test_quantized_touches_only_its_unit_and_restores(mode):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     unit = next(u for u in find_units(model, mode) if u.kind in ("experts", "expert"))
     with quantized(model, unit, parse_scheme("W2A16G32")):
-        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        changed = {
+            n for n, p in model.named_parameters() if not torch.equal(p, before[n])
+        }
         assert changed == {p.param for p in unit.parts}
         if mode == "expert":
             p = model.get_parameter(unit.parts[0].param)
@@ -68,7 +70,9 @@ def test_measure_on_a_tiny_model():
     assert m.disagreement[:, 0, 0].sum() > 0
     assert m.forward_passes == (1 + len(units) * 2) * 2
     for usage in m.usage.values():
-        assert torch.allclose(usage.sum(1), torch.ones(usage.shape[0], dtype=usage.dtype))
+        assert torch.allclose(
+            usage.sum(1), torch.ones(usage.shape[0], dtype=usage.dtype)
+        )
 
 
 def _two_domain_measurement() -> Measurement:
@@ -122,7 +126,9 @@ def test_replaying_upstream_layers_changes_nothing(family, monkeypatch):
     chunks = _chunks(n_domains=1, seq=16)
     fast = measure(model, units, schemes, chunks, progress=False)
     monkeypatch.setattr(
-        sensitivity._LayerCache, "skipping", lambda self, before: contextlib.nullcontext()
+        sensitivity._LayerCache,
+        "skipping",
+        lambda self, before: contextlib.nullcontext(),
     )
     full = measure(model, units, schemes, chunks, progress=False)
     assert torch.equal(fast.kl, full.kl)

@@ -33,7 +33,9 @@ def test_optimal_on_small_cases(seed):
         sol = solve(sens, cost, numel, float(b))
         budget = int(np.floor(b * numel.sum() + 1e-6))
         assert sol.total_bits <= budget
-        assert sol.objective == pytest.approx(_brute(sens, cost, budget), rel=1e-9, abs=1e-12)
+        assert sol.objective == pytest.approx(
+            _brute(sens, cost, budget), rel=1e-9, abs=1e-12
+        )
 
 
 def test_deterministic_and_ties_go_to_fewer_bits():

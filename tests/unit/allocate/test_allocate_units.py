@@ -37,7 +37,11 @@ def test_layer_units_cover_every_quantizable_weight_once(model):
     kept = set(ignored_linears(model))
     expected = 0
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".layers." in name and name not in kept:
+        if (
+            isinstance(module, torch.nn.Linear)
+            and ".layers." in name
+            and name not in kept
+        ):
             expected += module.weight.numel()
     for s in sites:
         expected += sum(
@@ -68,7 +72,9 @@ def test_patterns_match_the_hosts_module_names(model):
             assert not pat.match(f"{other}.0.down_proj")
         else:
             matched = [n for n in linear_names if pat.match(n)]
-            assert sorted(matched) == sorted(p.param.removesuffix(".weight") for p in u.parts)
+            assert sorted(matched) == sorted(
+                p.param.removesuffix(".weight") for p in u.parts
+            )
 
 
 def test_expert_mode_splits_each_moe_layer(model):
@@ -77,7 +83,9 @@ def test_expert_mode_splits_each_moe_layer(model):
     for s in find_routers(model):
         own = [u for u in units if u.kind == "expert" and u.layer == s.layer]
         assert [u.expert for u in own] == list(range(s.spec.num_experts))
-        whole = next(u for u in layer_units if u.kind == "experts" and u.layer == s.layer)
+        whole = next(
+            u for u in layer_units if u.kind == "experts" and u.layer == s.layer
+        )
         assert sum(u.numel for u in own) == whole.numel
         prefix = whole.parts[0].param.rsplit(".", 1)[0]
         assert re.match(own[1].patterns[0], f"{prefix}.1.down_proj")
