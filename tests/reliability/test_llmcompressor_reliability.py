@@ -94,6 +94,20 @@ def test_empty_calibration_data_is_refused(model):
         run_oneshot(model, VSRAQModifier(**modifier_args()), empty)
 
 
+@pytest.mark.parametrize("bad", ["beyond", "negative"])
+def test_token_ids_outside_the_vocabulary_are_refused(model, bad):
+    """oneshot alone fails in its traced first forward with a RuntimeError."""
+    from vsraq_modifier import VSRAQModifier
+
+    vocab = model.config.vocab_size
+    ids = torch.randint(3, vocab, (N, SEQ))
+    ids[1, 2] = vocab + 5 if bad == "beyond" else -1
+    with pytest.raises(
+        CalibrationDataError, match=f"outside the model's vocabulary of {vocab}"
+    ):
+        run_oneshot(model, VSRAQModifier(**modifier_args()), ids)
+
+
 def test_all_padding_calibration_data_is_refused(model, reports):
     """oneshot alone tunes on it as if it were text."""
     from datasets import Dataset

@@ -21,11 +21,12 @@ from torch import nn
 
 from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.guards import CalibrationDataError
+from vsraq_modifier.inputs import check_dataset_token_ids
 from vsraq_modifier.memory import RoutingMemory
 from vsraq_modifier.routers.base import decoder_layers
 from vsraq_modifier.session import ModelRouting
 
-__all__ = ["check_calibration_data", "check_first_layer"]
+__all__ = ["check_calibration_data", "check_first_layer", "check_token_ids"]
 
 
 def _hidden(call: tuple[tuple, dict]) -> torch.Tensor | None:
@@ -96,3 +97,16 @@ def check_calibration_data(calib: Any) -> None:
             "(attention_mask all 0): there is no text to calibrate or tune on. "
             "Pass samples of real text"
         )
+
+
+def check_token_ids(calib: Any, vocab_size: int | None) -> None:
+    """Refuse calibration batches holding a token id outside the model's
+    vocabulary (llm-compressor fails in its traced first forward otherwise)."""
+    try:
+        len(calib)
+    except TypeError:
+        return
+    for batch in calib:
+        ids = batch.get("input_ids") if isinstance(batch, dict) else None
+        if isinstance(ids, torch.Tensor):
+            check_dataset_token_ids([ids.reshape(-1, ids.shape[-1])], vocab_size)

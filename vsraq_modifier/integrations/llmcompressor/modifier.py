@@ -30,6 +30,7 @@ from vsraq_modifier.integrations.llmcompressor.autoround_per_layer import (
 from vsraq_modifier.integrations.llmcompressor.calibration_checks import (
     check_calibration_data,
     check_first_layer,
+    check_token_ids,
 )
 from vsraq_modifier.integrations.llmcompressor.fp_chain import FullPrecisionChain
 from vsraq_modifier.integrations.llmcompressor.register import register
@@ -136,6 +137,8 @@ class VSRAQModifier(seams.arguments_seam()):
     # --- lifecycle -------------------------------------------------------------
     def on_initialize(self, state: State, **kwargs: Any) -> bool:
         check_calibration_data(state.data.calib)  # empty or all padding
+        vocab = getattr(state.model.config.get_text_config(), "vocab_size", None)
+        check_token_ids(state.data.calib, vocab)  # ids beyond the vocabulary
         if self.vsraq.is_routing_loss:
             find_routers(state.model)  # a clear error now, not after layer 0
         self._model = state.model
