@@ -70,7 +70,8 @@ class RefitOptions:
     fit); ``refit_all``: once the safeguard keeps a fit, fit again on all the valid
     tokens (held-aside ones included) and keep that; ``seed``: which tokens are
     held aside; ``refine``/``refine_weight``: L-BFGS iterations and drift weight
-    of the convex margin refinement after the ridge (:mod:`vsraq_modifier.refit.margin`; 0: off)."""
+    of the convex margin refinement after the ridge
+    (:mod:`vsraq_modifier.refit.margin`; 0: off)."""
 
     method: Literal["none", "ridge"] = "none"
     ridge: float = DEFAULT_RIDGE
@@ -124,6 +125,16 @@ class RefitResult:
     agreement_after: float
     fit_tokens: int
     held_tokens: int
+
+    def to(self, device: torch.device | str) -> RefitResult:
+        """The same result with the fit's tensors on ``device``."""
+        fit = self.fit
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        moved = RouterFit(move(fit.weight), move(fit.bias), move(fit.correction_bias))
+        return dataclasses.replace(self, fit=moved)
 
     def summary(self) -> str:
         verdict = "re-fitted" if self.accepted else "kept the original"

@@ -361,7 +361,7 @@ class BlockSession:
                 self.refit,
                 dtype=router.weight.dtype,
             )
-            result = _on_device(result, router.weight.device)
+            result = result.to(router.weight.device)  # solved on the CPU
             apply_fit(router, site.spec, result)
             self.refits[site.layer] = result
 
@@ -387,18 +387,3 @@ class BlockSession:
             refit={self.names[k]: r.summary() for k, r in sorted(self.refits.items())},
         )
 
-
-def _on_device(result: RefitResult, device: torch.device) -> RefitResult:
-    """The fit's tensors on the router's device (the solve runs on the CPU)."""
-    import dataclasses
-
-    fit = result.fit
-    moved = dataclasses.replace(
-        fit,
-        weight=fit.weight.to(device),
-        bias=None if fit.bias is None else fit.bias.to(device),
-        correction_bias=None
-        if fit.correction_bias is None
-        else fit.correction_bias.to(device),
-    )
-    return dataclasses.replace(result, fit=moved)
