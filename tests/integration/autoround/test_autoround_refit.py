@@ -1,6 +1,6 @@
-"""Router re-fit inside AutoRound's block loop (BlockSession.refit_routers): on
-with a routing loss by default, off with loss=mse (AutoRound's own bytes), and
-the next block is tuned with the re-fitted router in place."""
+"""Router re-fit inside AutoRound's block loop (BlockSession.refit_routers): off
+by default (loss=mse stays AutoRound's own bytes), on with router_refit='ridge'
+for any loss, the next block tuned with the re-fitted router in place."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def _run(**options):
     return model, gates, q.reports
 
 
-def test_routing_loss_refits_routers_by_default():
-    model, gates, reports = _run(loss="vsraq")
+def test_routing_loss_refits_routers_when_asked():
+    model, gates, reports = _run(loss="vsraq", router_refit="ridge")
     assert [r.layer for r in reports] == [0, 1]
     for r in reports:
         (label,) = r.refit  # the block's own router
@@ -39,7 +39,9 @@ def test_routing_loss_refits_routers_by_default():
         assert "router re-fit L" in r.line()
 
 
-def test_mse_leaves_routers_alone_unless_asked():
+def test_routers_are_left_alone_unless_asked():
+    _, _, vsraq = _run(loss="vsraq")
+    assert all(r.refit == {} for r in vsraq)
     model, gates, reports = _run(loss="mse")
     assert all(r.refit == {} for r in reports)
     for layer, before in zip(model.model.layers, gates):

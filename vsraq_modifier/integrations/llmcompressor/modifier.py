@@ -102,8 +102,12 @@ class VSRAQModifier(seams.arguments_seam()):
     temperature: float | None = _option("temperature")
     lookahead: bool = _option("lookahead")
     lookahead_every: int = _option("lookahead_every")
-    router_refit: Literal["none", "ridge"] | None = _option("router_refit")
+    router_refit: Literal["none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
+
+    #: off here (AutoRoundModifier's default is on): the router hooks need eager
+    #: blocks, and a saved recipe.yaml then reloads without the conflict
+    enable_torch_compile: bool = False
 
     _vsraq: VSRAQConfig = PrivateAttr(default=None)
     _model: nn.Module | None = PrivateAttr(default=None)
@@ -113,9 +117,13 @@ class VSRAQModifier(seams.arguments_seam()):
 
     @model_validator(mode="after")
     def _check_vsraq(self) -> VSRAQModifier:
-        # one config for the run, from the options the recipe set
+        # one config for the run, from the options the recipe set to something
+        # other than their default (a saved recipe.yaml lists every field)
+        defaults = VSRAQConfig.model_fields
         given = {
-            n: getattr(self, n) for n in VSRAQ_FIELDS if n in self.model_fields_set
+            n: getattr(self, n)
+            for n in VSRAQ_FIELDS
+            if n in self.model_fields_set and getattr(self, n) != defaults[n].default
         }
         try:
             self._vsraq = vsraq_config(**given)

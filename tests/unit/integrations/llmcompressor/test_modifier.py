@@ -28,13 +28,15 @@ def test_the_modifier_declares_vsraq_config_s_fields() -> None:
 def test_only_the_options_set_reach_the_run() -> None:
     m = VSRAQModifier(scheme="W4A16", targets=["Linear"], loss="router_kl")
     assert m.vsraq == VSRAQConfig(loss="router_kl")
-    assert m.vsraq.refit_method == "ridge"
+    assert m.vsraq.refit_method == "none"  # opt-in (docs/results.md)
     with pytest.raises(ValueError, match="structure_weight has no effect"):
         VSRAQModifier(scheme="W4A16", loss="router_kl", structure_weight=1.0)
     with pytest.raises(ValueError, match="enable_torch_compile"):
         VSRAQModifier(scheme="W4A16", enable_torch_compile=True)
-    # left unset, AutoRoundModifier's default (on) is switched off by the run
-    assert VSRAQModifier(scheme="W4A16").enable_torch_compile is True
+    # VSRAQModifier's own default is off; a saved recipe lists every field
+    assert VSRAQModifier(scheme="W4A16").enable_torch_compile is False
+    saved = VSRAQModifier(scheme="W4A16", loss="mse").model_dump()
+    assert VSRAQModifier(**saved).vsraq == VSRAQConfig(loss="mse")
 
 
 def test_a_quantized_router_cannot_be_refitted() -> None:
