@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from report_helpers import make_text, make_tokenizer, save_checkpoint
 
+from tests.helpers.checkpoints import make_text, make_tokenizer, save_checkpoint
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
 

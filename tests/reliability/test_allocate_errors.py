@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_helpers import make_text, save_checkpoint
 
+from tests.helpers.checkpoints import make_text, save_checkpoint
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
 
