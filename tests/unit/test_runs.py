@@ -38,6 +38,9 @@ def test_methods_are_the_issue_matrix() -> None:
         "vsraq_value",
         "vsraq_structure",
         "vsraq_nolookahead",
+        "mse_refit",
+        "router_kl_refit",
+        "vsraq_refit",
     ]
     assert METHODS["vsraq_value"].options["structure_weight"] == 0.0
     assert METHODS["mse"].options is None  # plain AutoRound, no plugin code
@@ -48,7 +51,10 @@ def test_every_routing_method_names_a_loss() -> None:
         if method.options is None:
             assert name in ("rtn", "mse") and method.rtn == (name == "rtn")
         else:
-            assert method.options.get("loss", "vsraq") in ("vsraq", name)
+            base = name.removesuffix("_refit")
+            assert method.options.get("loss", "vsraq") in ("vsraq", base)
+            refit = method.options.get("router_refit", "none")
+            assert refit == ("ridge" if name.endswith("_refit") else "none")
 
 
 def test_an_existing_output_is_refused_before_loading(tmp_path) -> None:
