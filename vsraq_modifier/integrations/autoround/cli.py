@@ -81,10 +81,7 @@ def add_vsraq_arguments(group: Any) -> None:
             help=_help(name),
         )
     for name in ("value_target", "structure", "router_refit"):
-        annotation = _FIELDS[name].annotation
-        if name == "router_refit":
-            annotation = annotation.__args__[0]  # Literal[...] | None
-        choices = list(annotation.__args__)
+        choices = list(_FIELDS[name].annotation.__args__)
         group.add_argument(
             FLAGS[name],
             dest=_DEST[name],
