@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_helpers import tiny_checkpoint
+from tests.helpers.checkpoints import tiny_checkpoint
 
 from vsraq_modifier.metrics.loading import IncompleteCheckpointError, load_model
 from vsraq_modifier.testing import tiny_config
@@ -52,5 +52,3 @@ def test_conversion_table_is_restored(tmp_path: Path) -> None:
             load_model(tmp_path)
     assert len(cm.get_checkpoint_conversion_mapping("qwen3_moe")) == len(before)
     load_model(tmp_path)
-
-
