@@ -19,8 +19,13 @@ def test_shipped_data_fits_budget() -> None:
     files = [p for p in DATA.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     total = sum(p.stat().st_size for p in files)
     assert total <= MAX_BYTES, f"vsraq_modifier/data holds {total / 2**20:.1f} MiB > 40"
-    for name in ("heldout.txt", "calibration.txt", "model/model.safetensors",
-                 "model/tokenizer.json", "model/config.json"):
+    for name in (
+        "heldout.txt",
+        "calibration.txt",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/config.json",
+    ):
         assert (DATA / name).is_file(), name
 
 
@@ -36,7 +41,8 @@ def shipped():
 
     tok = AutoTokenizer.from_pretrained(MODEL, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
-        MODEL, local_files_only=True, dtype=torch.float32).eval()
+        MODEL, local_files_only=True, dtype=torch.float32
+    ).eval()
     return tok, model
 
 
@@ -67,7 +73,7 @@ def test_routes_on_heldout_text(shipped) -> None:
     text = DATA.joinpath("heldout.txt").read_text("utf-8")
     ids = torch.tensor(tok(text, verbose=False)["input_ids"])
     starts = torch.linspace(0, ids.numel() - 512, 4).long().tolist()
-    x = torch.stack([ids[s:s + 512] for s in starts])
+    x = torch.stack([ids[s : s + 512] for s in starts])
     with torch.no_grad():
         out = model(input_ids=x, output_router_logits=True, use_cache=False)
     n_exp, k = model.config.num_experts, model.config.num_experts_per_tok
@@ -83,7 +89,7 @@ def test_routes_on_heldout_text(shipped) -> None:
         assert share.max() < 0.2, f"layer {layer}: load {load.tolist()}"
     vocab = model.config.vocab_size
     nll = torch.nn.functional.cross_entropy(
-        out.logits[:, :-1].reshape(-1, vocab), x[:, 1:].reshape(-1))
+        out.logits[:, :-1].reshape(-1, vocab), x[:, 1:].reshape(-1)
+    )
     log = json.loads((MODEL / "train_log.json").read_text())
     assert nll.exp().item() < 2 * log["heldout_perplexity_fp32"]
-
