@@ -27,7 +27,10 @@ from vsraq_modifier.integrations.autoround.quantizer import (
     VSRAQQuantizer,
     VSRAQSignRoundConfig,
 )
-from vsraq_modifier.integrations.llmcompressor.seams import routed_experts_only
+from vsraq_modifier.integrations.llmcompressor.seams import (
+    cpu_ddp_wrapping,
+    routed_experts_only,
+)
 from vsraq_modifier.session import BlockSession, ModelRouting
 
 __all__ = [
@@ -91,5 +94,5 @@ class LLMCompressorVSRAQQuantizer(VSRAQQuantizer):
         """Nothing to do (see :meth:`_prepare_lookahead`)."""
 
     def quantize_block(self, *args: Any, **kwargs: Any) -> dict:
-        with routed_experts_only():
+        with routed_experts_only(), cpu_ddp_wrapping():
             return super().quantize_block(*args, **kwargs)

@@ -38,6 +38,31 @@ from vsraq_modifier.routers import find_routers
 
 __all__ = ["VSRAQ_FIELDS", "VSRAQModifier"]
 
+
+def same_on_every_rank(layer: nn.Module) -> None:
+    """Under ``torchrun``, give every rank rank 0's tuned layer.
+
+    AutoRound averages the gradients over the ranks (DDP) but picks each layer's
+    best iteration from the rank's own loss, with no all-reduce, so ranks may end
+    with different weights, and each would then feed the next layer its own.
+    Broadcasting rank 0's result (weights, scales, re-fitted routers: the layer's
+    whole state) once per layer makes them one model, at the cost of one layer's
+    tensors over the wire. No-op in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in layer.state_dict(keep_vars=True).values():
+            data = tensor.data
+            buffer = data.contiguous()
+            dist.broadcast(buffer, src=0)
+            if buffer.data_ptr() != data.data_ptr():
+                data.copy_(buffer)
+
+
 #: the VSRAQ option names, in declaration order (docs/objective.md)
 VSRAQ_FIELDS: tuple[str, ...] = tuple(VSRAQConfig.model_fields)
 
@@ -183,6 +208,7 @@ class VSRAQModifier(seams.arguments_seam()):
                 HooksMixin.disable_hooks(),
             ):
                 super().on_sequential_epoch_end(state, event, modules, **kwargs)
+            same_on_every_rank(layer)
         finally:
             self._layer = None
 

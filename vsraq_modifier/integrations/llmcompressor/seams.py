@@ -20,6 +20,7 @@ from torch import nn
 __all__ = [
     "arguments_seam",
     "captured_calls",
+    "cpu_ddp_wrapping",
     "decoding_layers",
     "experts_without_activation_child",
     "register_lazy_modifier",
@@ -128,3 +129,37 @@ def routed_experts_only() -> Iterator[None]:
         yield
     finally:
         context._CALIBRATE_ALL_EXPERTS = previous
+
+
+# --- several processes (torchrun) -------------------------------------------------
+@contextlib.contextmanager
+def cpu_ddp_wrapping() -> Iterator[None]:
+    """Let AutoRound's data-parallel block wrapping run on CPU ranks.
+
+    Under ``torch.distributed`` AutoRound wraps the tuned block in
+    ``DistributedDataParallel(block, device_ids=device_list)``; on CPU its device
+    list is ``["cpu"]``, which DDP refuses (CPU modules take ``device_ids=None``),
+    so plain ``AutoRoundModifier`` under ``torchrun`` on CPU fails in the first
+    layer. While a layer is tuned, a CPU-only device list is wrapped with
+    ``device_ids=None`` (gloo all-reduces the gradients); accelerator lists are
+    left to AutoRound."""
+    from auto_round.algorithms.quantization.sign_round import quantizer as host
+
+    original = host.setup_ddp_if_needed_
+
+    def setup(ar: Any, block: nn.Module, device_list: Any) -> Any:
+        import torch.distributed as dist
+
+        cpu_only = [str(d) for d in device_list or []] == ["cpu"]
+        if not (cpu_only and dist.is_available() and dist.is_initialized()):
+            return original(ar, block, device_list)
+        from torch.nn.parallel import DistributedDataParallel
+
+        block = DistributedDataParallel(block, find_unused_parameters=True)
+        return block, lambda: None
+
+    host.setup_ddp_if_needed_ = setup
+    try:
+        yield
+    finally:
+        host.setup_ddp_if_needed_ = original
