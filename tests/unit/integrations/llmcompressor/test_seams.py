@@ -93,3 +93,14 @@ def test_routed_experts_only() -> None:
         assert context._CALIBRATE_ALL_EXPERTS is True
     finally:
         context._CALIBRATE_ALL_EXPERTS = before
+
+
+def test_cpu_ddp_wrapping() -> None:
+    from auto_round.algorithms.quantization.sign_round import quantizer as host
+
+    original = host.setup_ddp_if_needed_
+    params = list(inspect.signature(original).parameters)
+    assert len(params) == 3 and params[-1] == "device_list"
+    with seams.cpu_ddp_wrapping():
+        assert host.setup_ddp_if_needed_ is not original
+    assert host.setup_ddp_if_needed_ is original
