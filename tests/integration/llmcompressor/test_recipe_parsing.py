@@ -74,7 +74,7 @@ def test_out_of_range_rejected_at_parse(line, field):
 
 def test_iters_zero_needs_the_host_loss():
     """iters=0 is AutoRound's round-to-nearest: no loss to add a routing term to."""
-    with pytest.raises(ValidationError, match="iters=0 with loss='vsraq'"):
+    with pytest.raises(ValidationError, match="loss='vsraq' with iters=0"):
         _parse(iters=0)
     with pytest.raises(ValidationError, match="iters=-1"):
         _parse("      loss: mse", iters=-1)
