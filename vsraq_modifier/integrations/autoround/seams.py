@@ -211,8 +211,7 @@ def tuning_device() -> Any:
 # --- saving: the checkpoint complete or absent ---------------------------------
 def patch_instance_save(ar: Any, wrapper: Callable[..., Any]) -> None:
     """Replace one compressor's ``quantize_and_save`` by ``wrapper(ar, original,
-    *args, **kwargs)``; also route its ``quantize`` through ``ar.vsraq_quantize``
-    hooks set by the wrapper (see integrations/autoround/saving.py)."""
+    *args, **kwargs)`` (integrations/autoround/saving.py stages it)."""
     original = ar.quantize_and_save
 
     def quantize_and_save(*args: Any, **kwargs: Any) -> Any:
