@@ -254,7 +254,7 @@ def test_docs_print_the_code_defaults():
     from vsraq_modifier.cli.refit import DEFAULT_NSAMPLES, DEFAULT_SEQLEN
     from vsraq_modifier.refit import DEFAULT_RIDGE
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "refit.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "refit.md").read_text()
     opts = RefitOptions()
     assert f"`--ridge` (default {DEFAULT_RIDGE:g})" in doc
     assert f"`--holdout` ({opts.holdout:g})" in doc and opts.refit_all
