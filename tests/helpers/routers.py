@@ -54,3 +54,33 @@ def assert_same_decision(output: tuple, spec: RouterSpec, logits: torch.Tensor) 
         mi, mw = aligned(indices, weights)
         assert torch.equal(ri, mi)
         assert torch.equal(rw, mw)
+
+
+def check_family_adapter(family: str) -> None:
+    """One family's adapter on its own: registered for the family's model class,
+    finds the family's MoE routers, reads the routing settings from the config,
+    and route() decides like the router module."""
+    from vsraq_modifier.routers import adapter_for, find_routers
+    from vsraq_modifier.testing import tiny_model
+
+    model = tiny_model(family)
+    adapter = adapter_for(model)
+    assert type(adapter).__module__ == f"vsraq_modifier.routers.{family}"
+    sites = find_routers(model)
+    assert sites and all(type(s.adapter) is type(adapter) for s in sites)
+    site = sites[-1]
+    router = randomise_router(site.router, seed=3)
+    spec = adapter.spec_for(model.config, router, site.block)
+    text = model.config.get_text_config()
+    experts = (
+        getattr(text, "num_local_experts", None)
+        or getattr(text, "n_routed_experts", None)
+        or getattr(text, "num_experts")
+    )
+    assert spec.num_experts == experts
+    assert 1 <= spec.top_k <= spec.num_experts
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(33, text.hidden_size, generator=g)
+    with torch.no_grad():
+        out = router(hidden)
+    assert_same_decision(out, spec, out[0])
