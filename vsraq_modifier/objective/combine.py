@@ -7,11 +7,16 @@ L = L_host + host0 * sum_term lambda_term * mean_pairs(term / term^(0))
 ``lambda = 1`` mean "as large as the host loss at the start" on every block, whatever
 the router's scale; SignSGD (AutoRound) only sees the gradient's sign, so the relative
 scale of the terms is all that matters. See docs/objective.md.
+
+Under ``torch.distributed`` each rank sees its own samples, so each would compute
+its own ``term^(0)`` and ``host0``; ``reduce`` (:func:`mean_over_ranks`) averages
+them over the ranks, so every rank weights the terms alike
+(docs/llm-compressor.md, "Several processes").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -24,7 +29,31 @@ from vsraq_modifier.objective.set_nll import set_nll_term
 from vsraq_modifier.objective.structure import structure_term
 from vsraq_modifier.objective.value import value_term
 
-__all__ = ["routing_terms", "term_weights", "BlockObjective"]
+__all__ = ["routing_terms", "term_weights", "BlockObjective", "mean_over_ranks"]
+
+#: a mean over the processes of a float64 vector, the same result on every rank
+Reduce = Callable[[Tensor], Tensor]
+
+#: the key of the host loss's start value among the normalisers
+_HOST = (-1, "host")
+
+
+def mean_over_ranks(values: Tensor) -> Tensor:
+    """``values`` averaged over the ``torch.distributed`` ranks (one all-reduce);
+    ``values`` itself without a process group or with one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    world = dist.get_world_size()
+    if world == 1:
+        return values
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":  # nccl reduces accelerator tensors only
+        device = torch.device("cuda", torch.cuda.current_device())
+    buffer = values.to(device, copy=True)
+    dist.all_reduce(buffer)
+    return (buffer / world).to(values.device)
 
 
 def term_weights(config: VSRAQConfig) -> dict[str, float]:
@@ -80,11 +109,25 @@ class BlockObjective:
     Each (pair position, term) is divided by its own first value above ``floor``
     (set lazily, so a term that starts at exactly 0 is not blown up by 1 / floor once
     it moves; until then it is divided by ``floor``).
+
+    ``reduce``: averages the start values over the processes (:func:`mean_over_ranks`)
+    so that every rank has the same normalisers. It runs at the block's first call
+    on one vector (the host loss and every (pair, term) start value, each with a
+    "has it" flag, in the same order on every rank), and again at a later call
+    only while some normaliser is still unset on every rank; which ones are set is
+    decided on the reduced values, so every rank makes the same calls. A start
+    value is the mean over the ranks that have one above ``floor``.
     """
 
-    def __init__(self, config: VSRAQConfig, floor: float = 1e-8) -> None:
+    def __init__(
+        self,
+        config: VSRAQConfig,
+        floor: float = 1e-8,
+        reduce: Reduce | None = None,
+    ) -> None:
         self.config = config
         self.floor = float(floor)
+        self.reduce = reduce
         self.lambdas = {n: lam for n, lam in term_weights(config).items() if lam > 0}
         self.reset()
 
@@ -96,11 +139,42 @@ class BlockObjective:
         self._scale: dict[tuple[int, str], float] = {}
         self._host0: float | None = None
 
-    def _normaliser(self, i: int, name: str, value: float) -> float:
-        key = (i, name)
-        if key not in self._scale and value > self.floor:
+    @property
+    def normalisers(self) -> dict[tuple[int, str], float]:
+        """The block's start values so far: (pair position, term) -> value, and
+        ``(-1, "host")`` -> the host loss's (for logs and tests)."""
+        out = dict(self._scale)
+        if self._host0 is not None:
+            out[_HOST] = self._host0
+        return out
+
+    def _settle(self, found: dict[tuple[int, str], float], keys: list) -> None:
+        """Set the normalisers of ``keys`` still unset from this call's values
+        ``found`` (reduced over the ranks with ``reduce``)."""
+        todo = [k for k in keys if k not in self._scale]
+        if self._host0 is None:
+            todo.insert(0, _HOST)
+        if not todo:
+            return
+        if self.reduce is None:
+            for key in todo:
+                if key in found:
+                    self._store(key, found[key])
+            return
+        flat = []
+        for key in todo:
+            flat += [found[key], 1.0] if key in found else [0.0, 0.0]
+        total = self.reduce(torch.tensor(flat, dtype=torch.float64)).tolist()
+        for j, key in enumerate(todo):
+            value, count = total[2 * j], total[2 * j + 1]
+            if count > 0:
+                self._store(key, value / count)
+
+    def _store(self, key: tuple[int, str], value: float) -> None:
+        if key == _HOST:
+            self._host0 = value
+        else:
             self._scale[key] = value
-        return self._scale.get(key, self.floor)
 
     def __call__(
         self,
@@ -114,13 +188,12 @@ class BlockObjective:
         (the look-ahead on a step it skips) then still divides by all of them, so
         the routers it does see keep their weight against the host loss.
         """
+        found: dict[tuple[int, str], float] = {}
         if self._host0 is None and host_loss is not None:
             h = float(host_loss.detach())
-            self._host0 = h if h == h and h != float("inf") else 1.0
-        host0 = max(self._host0, self.floor) if self._host0 is not None else 1.0
+            found[_HOST] = h if h == h and h != float("inf") else 1.0
         device = pairs[0].logits.device if pairs else torch.device("cpu")
-        total = torch.zeros((), dtype=torch.float32, device=device)
-        sums: dict[str, float] = {n: 0.0 for n in self.lambdas}
+        computed: list[tuple[int, str, Tensor, float]] = []
         used = 0
         for i, pair in enumerate(pairs):
             if not self.lambdas:
@@ -131,9 +204,18 @@ class BlockObjective:
             used += 1
             for name, t in _terms(prep, self.config, list(self.lambdas)).items():
                 value = float(t.detach())
-                sums[name] += value
-                norm = self._normaliser(i, name, value)
-                total = total + (self.lambdas[name] * host0 / norm) * t.float()
+                computed.append((i, name, t, value))
+                if value > self.floor:
+                    found[(i, name)] = value
+        width = max(len(pairs), slots or 0) if self.lambdas else 0
+        self._settle(found, [(i, n) for i in range(width) for n in self.lambdas])
+        host0 = max(self._host0, self.floor) if self._host0 is not None else 1.0
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        sums: dict[str, float] = {n: 0.0 for n in self.lambdas}
+        for i, name, t, value in computed:
+            sums[name] += value
+            norm = self._scale.get((i, name), self.floor)
+            total = total + (self.lambdas[name] * host0 / norm) * t.float()
         if used:
             total = total / max(used, slots or 0)
             terms = {n: v / used for n, v in sums.items()}

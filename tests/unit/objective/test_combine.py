@@ -1,5 +1,6 @@
 """routing_terms and BlockObjective: terms per loss, exact zeros at the reference,
-validation errors, dtypes, masks, per-block normalisation; property tests: every
+validation errors, dtypes, masks, per-block normalisation, normalisers averaged
+over ranks (threads and two gloo processes); property tests: every
 term and its gradient stay finite over shapes, ties, extreme logits (+-1e4), equal
 logits and masks, for every router kind."""
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.objective import ALL_CONFIGS, SPECS, softmax_spec
+from tests.helpers.ranks import ThreadRanks, gloo_worker, rank_pairs, run_steps
 from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.objective import (
     BlockObjective,
@@ -18,6 +20,7 @@ from vsraq_modifier.objective import (
     RouterPair,
     routing_terms,
 )
+from vsraq_modifier.objective.combine import mean_over_ranks
 from vsraq_modifier.routing import RouterSpec
 
 
@@ -322,3 +325,108 @@ def test_zero_at_reference_for_any_case(case):
     if any(v.requires_grad for v in terms.values()):
         sum(terms.values()).backward()
         assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+# --- several ranks: the normalisers averaged over them ---
+
+
+def _local(rank: int) -> dict[str, float]:
+    """Rank ``rank``'s own start values (no reduce)."""
+    return run_steps(BlockObjective(VSRAQConfig()), rank)[1]
+
+
+def test_ranks_end_with_the_same_normalisers_their_mean():
+    ranks = ThreadRanks(2)
+    objectives = [
+        BlockObjective(VSRAQConfig(), reduce=ranks.reduce_for(r)) for r in (0, 1)
+    ]
+    results = ranks.run(lambda r: run_steps(objectives[r], r))
+    (_, norms0), (_, norms1) = results
+    own = [_local(0), _local(1)]
+    assert own[0] != own[1]  # each rank alone would weight the terms its own way
+    assert norms0 == norms1  # bit for bit
+    assert set(norms0) == {
+        "-1/host",
+        *(f"{i}/{n}" for i in (0, 1) for n in ("value", "structure")),
+    }
+    for key, value in norms0.items():
+        assert value == pytest.approx((own[0][key] + own[1][key]) / 2, rel=1e-12)
+    assert ranks.calls == [1, 1]  # one reduce per block, at its first call
+
+
+def test_identity_reduce_is_the_single_process_objective():
+    ident = BlockObjective(VSRAQConfig(), reduce=lambda v: v)
+    assert run_steps(ident, 0) == run_steps(BlockObjective(VSRAQConfig()), 0)
+
+
+def _at_ref(pair: RouterPair) -> RouterPair:
+    return RouterPair(
+        pair.ref_logits.clone().requires_grad_(), pair.ref_logits, pair.spec
+    )
+
+
+def test_start_at_zero_is_decided_on_the_reduced_values():
+    """A term at exactly 0 on one rank takes the other rank's start value; one at
+    0 on every rank stays unset on every rank until it moves somewhere, and then
+    both ranks reduce again, at the same call."""
+    config = VSRAQConfig(value_weight=0.0, structure_weight=1.0)
+    ranks = ThreadRanks(2)
+    objectives = [BlockObjective(config, reduce=ranks.reduce_for(r)) for r in (0, 1)]
+    moving = [_pair(seed=5), _pair(seed=6, noise=0.8)]
+
+    def work(rank: int) -> list[dict]:
+        obj, seen = objectives[rank], []
+        # call 0: rank 0's router 0 is at the reference, both ranks' router 1 is
+        zero0 = _at_ref(moving[0]) if rank == 0 else moving[rank]
+        obj([zero0, _at_ref(moving[1])], host_loss=torch.tensor(1.0), slots=2)
+        seen.append(dict(obj.normalisers))
+        # call 1: router 1 moves on rank 1 only
+        ahead = moving[1] if rank == 1 else _at_ref(moving[1])
+        obj([moving[rank], ahead], host_loss=torch.tensor(2.0), slots=2)
+        seen.append(dict(obj.normalisers))
+        # call 2: everything set: no reduce
+        obj([moving[rank], moving[1]], host_loss=torch.tensor(3.0), slots=2)
+        seen.append(dict(obj.normalisers))
+        return seen
+
+    seen0, seen1 = ranks.run(work)
+    assert seen0 == seen1
+    structure = [routing_terms(p, config)["structure"].item() for p in moving]
+    first, second, third = seen0
+    assert (1, "structure") not in first  # 0 on both ranks: unset on both
+    assert first[(0, "structure")] == pytest.approx(structure[1])  # rank 1's only
+    assert first[(-1, "host")] == 1.0
+    assert second[(1, "structure")] == pytest.approx(structure[1])
+    assert third == second
+    assert ranks.calls == [2, 2]
+
+
+def test_reduce_of_different_pair_counts_fails_instead_of_mixing():
+    ranks = ThreadRanks(2)
+    objectives = [
+        BlockObjective(VSRAQConfig(), reduce=ranks.reduce_for(r)) for r in (0, 1)
+    ]
+    with pytest.raises(RuntimeError, match="different shapes"):
+        ranks.run(lambda r: objectives[r](rank_pairs(r, 0, routers=1 + r)))
+
+
+def test_mean_over_ranks_without_a_process_group_is_the_identity():
+    values = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert mean_over_ranks(values) is values
+
+
+def test_two_gloo_processes_share_their_normalisers(tmp_path):
+    """Two real processes (gloo, CPU) with ``mean_over_ranks``."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        gloo_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2
+    )
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["normalisers"] == got[1]["normalisers"]
+    own = [_local(0), _local(1)]
+    for key, value in got[0]["normalisers"].items():
+        assert value == pytest.approx((own[0][key] + own[1][key]) / 2, rel=1e-12)
+    assert got[0]["losses"] != got[1]["losses"]  # each rank's own samples

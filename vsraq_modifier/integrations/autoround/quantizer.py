@@ -33,6 +33,7 @@ from vsraq_modifier.integrations.autoround.config import (
 )
 from vsraq_modifier.integrations.autoround.host_options import switch_off_messages
 from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.objective.combine import mean_over_ranks
 from vsraq_modifier.session import BlockReport, BlockSession, ModelRouting
 
 __all__ = ["VSRAQQuantizer", "VSRAQSignRoundConfig", "ensure_registered"]
@@ -43,7 +44,8 @@ class VSRAQQuantizer(seams.LossSeam):
     """SignRound with ``loss = host + BlockObjective(routers)`` per block.
 
     Forward hooks need an eager block forward, so torch.compile is switched off
-    (logged).
+    (logged). Under ``torch.distributed`` the objective's normalisers are averaged
+    over the ranks (``mean_over_ranks``; a no-op in one process).
     """
 
     #: what VSRAQSignRoundConfig checks the registry resolves to
@@ -53,7 +55,11 @@ class VSRAQQuantizer(seams.LossSeam):
         super().__init__(config)
         self.vsraq = config.vsraq
         routing = self.vsraq.is_routing_loss
-        self.objective = BlockObjective(self.vsraq) if routing else None
+        # under torch.distributed (AutoRound's DDP) every rank gets the same
+        # normalisers: the start values averaged over the ranks
+        self.objective = (
+            BlockObjective(self.vsraq, reduce=mean_over_ranks) if routing else None
+        )
         if config.host_decision.lfq_off and self.enable_lfq:
             self.enable_lfq = False
             logger.info(switch_off_messages()["lfq"])
@@ -226,6 +232,7 @@ class VSRAQQuantizer(seams.LossSeam):
             ),
             batch_size=self.block_forward.batch_size,
             loss_masks=seams.loss_valid_masks(self, input_ids),
+            keeps_best=not self.not_use_best_mse,
         )
         self._session = session
         try:
