@@ -1,7 +1,9 @@
 """``vsraq allocate`` end to end on tiny MoE models of two families (Qwen3-MoE;
 Qwen2-MoE with a shared expert and a dense layer): the command writes its files,
 AutoRound quantizes with DIR/layer_config.json, llm-compressor ``oneshot`` with
-DIR/recipe.yaml, and the saved checkpoints reload in transformers."""
+DIR/recipe.yaml, the saved checkpoints reload in transformers, and ``vsraq
+check-serving`` gives the verdict the allocation's serving notes announce.
+The compressed-tensors export of a mix across MoE layers: test_allocate_export.py."""
 
 from __future__ import annotations
 
@@ -168,7 +170,7 @@ def test_autoround_quantizes_with_the_layer_config(allocations, tmp_path):
     [("qwen3_moe", "VSRAQModifier"), ("qwen2_moe", "QuantizationModifier")],
 )
 def test_oneshot_runs_the_recipe_and_the_checkpoint_reloads(
-    allocations, tmp_path, family, modifier
+    allocations, tmp_path, capsys, family, modifier
 ):
     from llmcompressor import oneshot
 
@@ -193,6 +195,35 @@ def test_oneshot_runs_the_recipe_and_the_checkpoint_reloads(
     model.save_pretrained(tmp_path / "ct", save_compressed=True)
     reloaded = load_model(tmp_path / "ct").model
     assert torch.allclose(reloaded(ids).logits, expected, atol=1e-4)
+    _check_serving_agrees(capsys, tmp_path / "ct", out)
+
+
+def _check_serving_agrees(capsys, ckpt: Path, out: Path) -> None:
+    """``vsraq check-serving`` on the checkpoint: one expert scheme per MoE layer,
+    the allocated one, and its verdict names the same int2 layers as the
+    allocation's serving notes (vLLM's optional kernel)."""
+    alloc = json.loads((out / "allocation.json").read_text())
+    experts = {
+        u["layer"]: u["scheme"] for u in alloc["units"] if u["kind"] == "experts"
+    }
+    capsys.readouterr()
+    code = main(["check-serving", str(ckpt), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(layer["layer"] for layer in report["layers"]) == sorted(experts)
+    optional = set()
+    for layer in report["layers"]:
+        (label,) = layer["experts"]  # one scheme in the layer
+        scheme = experts[layer["layer"]]
+        bits, group = scheme[1], scheme.split("G")[-1].split("@")[-1]
+        assert label.startswith(f"W{bits}A16 g{group} "), (label, scheme)
+        if layer["status"] == "needs optional kernel":
+            optional.add(f"layers.{layer['layer']}.experts")
+    noted = {n.split(":")[0] for n in alloc["serving"] if "optional int2" in n}
+    assert optional == noted and noted  # these budgets give int2 experts
+    assert code == 1 and not report["servable"]
+    assert main(["check-serving", str(ckpt)]) == 1
+    text = capsys.readouterr().out
+    assert "verdict: NOT servable by default: needs an optional kernel" in text
 
 
 def _oneshot(oneshot, model, recipe: Path) -> None:

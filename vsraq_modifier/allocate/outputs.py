@@ -114,7 +114,8 @@ def layer_config(rec: AllocationRecord) -> dict[str, dict[str, Any]]:
 
 
 def serving_notes(rec: AllocationRecord) -> list[str]:
-    """What vLLM needs to serve this allocation (the rules in docs/allocate.md)."""
+    """What vLLM needs to serve this allocation, and which compressed-tensors
+    exports of it transformers 5.17 reloads (the rules in docs/allocate.md)."""
     notes = []
     if rec.mode == "expert":
         notes.append(
@@ -129,6 +130,30 @@ def serving_notes(rec: AllocationRecord) -> list[str]:
             )
         elif unit.kind in ("experts", "expert") and bits not in (4, 8):
             notes.append(f"{unit.name}: int{bits} MoE is not in released vLLM")
+    experts = {
+        rec.schemes[c].label
+        for unit, c in zip(rec.units, rec.choice)
+        if unit.kind in ("experts", "expert")
+    }
+    if len(experts) > 1:
+        # transformers 5.17, quantizers/quantizer_compressed_tensors.py
+        # (update_weight_conversions -> get_experts_scheme): one config group
+        # decompresses the experts of every MoE layer
+        notes.append(
+            "the experts have more than one scheme: transformers 5.17 does not "
+            "reload a compressed-tensors checkpoint of this allocation (it reads "
+            "all experts with one scheme), vLLM reads each MoE layer's own; "
+            "reload AutoRound's fake export in transformers"
+        )
+    elif len({rec.schemes[c].label for c in rec.choice}) > 1:
+        # get_experts_scheme again: with no ``re:`` target naming the experts
+        # (AutoRound's export lists module names) it takes the first group
+        notes.append(
+            "AutoRound's llm_compressor export may not reload in transformers "
+            "5.17 (transformers reads all experts with the export's first config "
+            "group, which need not be the experts'); llm-compressor's recipe "
+            "export and AutoRound's fake export do"
+        )
     return notes
 
 

@@ -28,8 +28,10 @@ Serving: in --unit layer (the default) every MoE layer's routed experts share on
 scheme, which vLLM's fused-MoE kernels require; int2 expert layers still need
 vLLM's optional int2 MoE kernel, int3 MoE is not in released vLLM (the output
 says which layers). --unit expert is NOT servable by vLLM's fused MoE, and
-transformers 5.17 reloads a per-expert-mixed compressed-tensors checkpoint wrongly
-(docs/allocate.md).
+transformers 5.17 reloads a per-expert-mixed compressed-tensors checkpoint wrongly.
+In layer mode too, transformers 5.17 does not reload a compressed-tensors
+checkpoint whose MoE layers differ in expert scheme (vLLM does; the output says
+so); AutoRound's fake export reloads (docs/allocate.md).
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -144,3 +145,25 @@ def test_serving_notes_and_table():
     assert "average bits" in format_table(low)
     _, per_expert = _record(mode="expert", bits=3.5)
     assert "not servable by vLLM's fused MoE" in serving_notes(per_expert)[0]
+
+
+def test_serving_notes_name_the_transformers_reload_limit(rec):
+    """Experts of two MoE layers with two schemes: transformers 5.17 reads all
+    experts of a compressed-tensors checkpoint with one scheme; one expert scheme
+    and another elsewhere: AutoRound's export may not reload; one scheme
+    everywhere: no note (tests/integration/test_allocate_export.py)."""
+    experts = [i for i, u in enumerate(rec.units) if u.kind == "experts"]
+    assert len(experts) == 2
+    same = list(rec.choice)
+    for i in experts:
+        same[i] = 0
+    mixed = list(same)
+    mixed[experts[1]] = 1
+    limit = "transformers 5.17 does not reload a compressed-tensors checkpoint"
+    first = "AutoRound's llm_compressor export may not reload in transformers"
+    uniform = serving_notes(replace(rec, choice=[0] * len(rec.units)))
+    assert not any("transformers" in n for n in uniform)
+    one = serving_notes(replace(rec, choice=[1 - c for c in same]))  # + attention
+    assert any(first in n for n in one) and not any(limit in n for n in one)
+    two = serving_notes(replace(rec, choice=mixed))
+    assert any(limit in n for n in two) and not any(first in n for n in two)
