@@ -1,7 +1,11 @@
 """Benchmark of ``vsraq allocate`` on the shipped model: this allocation vs uniform
 schemes vs AutoScheme vs the same allocation without domain balance (MODE ablation:
 domains weighted by their token counts, i.e. pooled), at equal average bits, each
-quantized by AutoRound with its own loss (mse).
+quantized by AutoRound with its own loss (mse) and, with ``--methods``, with the
+VSRAQ loss (``vsraq``) and with it plus the in-loop router re-fit
+(``vsraq_refit``, ``router_refit=ridge``); ``--seeds`` repeats each quantization
+with other seeds (calibration windows, AutoRound's seed). The allocation itself
+is measured once: it does not depend on the seed.
 
 Resumable: every step writes one JSON under ``benchmarks/runs/allocate-<id>/`` and
 is skipped when its file exists. Steps (``--only`` picks some):
@@ -11,10 +15,15 @@ is skipped when its file exists. Steps (``--only`` picks some):
 - ``q-<variant>``: quantize (AutoRound, ``--iters``), reload, evaluate on the
   held-out text per domain (perplexity, KL, routing disagreement 1 - Jaccard).
   Variants: ``uniform-<scheme>``, ``alloc-<bits>``, ``freq-<bits>``,
-  ``autoscheme-<bits>``.
+  ``autoscheme-<bits>``, ``ealloc-<bits>``, ``efreq-<bits>``; a method other
+  than mse adds ``+<method>`` and a seed other than 0 ``+s<seed>``
+  (``q-alloc-3.0+vsraq_refit+s1``; ``@`` is taken by scheme labels such as
+  ``W4A16@64``), so the mse seed-0 steps keep their names.
 
-    nice -n 10 python benchmarks/allocate_bench.py            # everything
+    nice -n 10 python benchmarks/allocate_bench.py            # everything (mse, seed 0)
     nice -n 10 python benchmarks/allocate_bench.py --only q-autoscheme-3.0
+    nice -n 10 python benchmarks/allocate_bench.py --methods mse,vsraq,vsraq_refit \
+        --seeds 0,1,2                              # the other losses, 3 seeds
 """
 
 from __future__ import annotations
@@ -36,6 +45,34 @@ from allocate_report import report, stored_measurement  # noqa: E402
 
 SCHEMES = "W2A16G64,W4A16@64"
 BUDGETS = (3.0, 2.5)
+#: quantizers of each allocation (vsraq_modifier/runs.py's METHODS)
+QUANTIZERS = ("mse", "vsraq", "vsraq_refit")
+
+
+def split_step(variant: str) -> tuple[str, str, int]:
+    """``alloc-3.0+vsraq+s1`` -> (``alloc-3.0``, ``vsraq``, 1); mse and seed 0 are
+    the defaults and left out of the name."""
+    base, *tags = variant.split("+")
+    method, seed = "mse", 0
+    for t in tags:
+        if t[:1] == "s" and t[1:].isdigit():
+            seed = int(t[1:])
+        elif t in QUANTIZERS and t != "mse":
+            method = t
+        else:
+            raise SystemExit(
+                f"step q-{variant}: unknown tag {t!r} (a method of "
+                f"{', '.join(QUANTIZERS[1:])}, or s<seed>)"
+            )
+    return base, method, seed
+
+
+def step_name(variant: str, method: str, seed: int) -> str:
+    """The inverse of :func:`split_step`."""
+    tags = ([f"+{method}"] if method != "mse" else []) + (
+        [f"+s{seed}"] if seed else []
+    )
+    return f"q-{variant}" + "".join(tags)
 
 
 def _cpu() -> float:
@@ -81,7 +118,7 @@ def _heldout(args) -> dict[str, Any]:
     return out
 
 
-def _calibration(args):
+def _calibration(args, seed: int = 0):
     from vsraq_modifier.calibration import (
         calibration_samples,
         split_tokens,
@@ -92,7 +129,7 @@ def _calibration(args):
     ids = split_tokens(
         text_token_ids(calibration_text_path(), _model_dir()), "calibration"
     )
-    return calibration_samples(ids, nsamples=args.nsamples, seqlen=256, seed=0)
+    return calibration_samples(ids, nsamples=args.nsamples, seqlen=256, seed=seed)
 
 
 def step_reference(args) -> dict[str, Any]:
@@ -217,11 +254,13 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from vsraq_modifier.allocate.schemes import parse_schemes
+    from vsraq_modifier.runs import METHODS
 
     run = Path(args.run)
-    kind, _, arg = variant.partition("-")
+    base, method, seed = split_step(variant)
+    kind, _, arg = base.partition("-")
     schemes = parse_schemes(SCHEMES)
-    info: dict[str, Any] = {"variant": variant}
+    info: dict[str, Any] = {"variant": base, "method": method, "seed": seed}
     layer_config, scheme = None, "W2A16G64"
     if kind == "uniform":
         s = next(s for s in schemes if s.label == arg)
@@ -236,7 +275,8 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
             solve_seconds=secs,
             planned_average_bits=sol["average_bits"],
         )
-        twin = run / f"q-{kind.replace('freq', 'alloc')}-{arg}.json"
+        twin_variant = kind.replace("freq", "alloc") + "-" + arg
+        twin = run / f"{step_name(twin_variant, method, seed)}.json"
         if kind.endswith("freq") and twin.exists():
             done = json.loads(twin.read_text())
             if done["choice"] == sol["choice"]:  # same allocation: same checkpoint
@@ -249,8 +289,8 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
         # or a local JSON file, not token ids: the same windows, decoded, serve as
         # this variant's dataset (search and tuning)
         tok = AutoTokenizer.from_pretrained(str(_model_dir()))
-        texts = [{"text": tok.decode(x[0])} for x in _calibration(args)]
-        calib = run / "work" / "autoscheme-calibration.json"
+        texts = [{"text": tok.decode(x[0])} for x in _calibration(args, seed)]
+        calib = run / "work" / f"autoscheme-calibration-s{seed}.json"
         calib.parent.mkdir(parents=True, exist_ok=True)
         calib.write_text(json.dumps(texts))
         scheme = AutoScheme(
@@ -263,16 +303,14 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
         )
     else:
         raise SystemExit(f"unknown variant {variant}")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = _load_fp()
     tok = AutoTokenizer.from_pretrained(str(_model_dir()))
-    samples = _calibration(args) if kind != "autoscheme" else str(calib)
+    samples = _calibration(args, seed) if kind != "autoscheme" else str(calib)
     work = run / "work" / variant
     shutil.rmtree(work, ignore_errors=True)
     cpu, wall = _cpu(), time.perf_counter()
-    ar = AutoRound(
-        model,
-        tok,
+    common = dict(
         scheme=scheme,
         layer_config=layer_config,
         dataset=samples,
@@ -280,10 +318,17 @@ def step_quantize(args, variant: str) -> dict[str, Any]:
         seqlen=256,
         batch_size=8,
         iters=args.iters,
-        seed=0,
+        seed=seed,
         device_map="cpu",
-        enable_torch_compile=False,
     )
+    if method == "mse":  # plain AutoRound, no plugin code in the loop
+        ar = AutoRound(model, tok, enable_torch_compile=False, **common)
+    else:  # the VSRAQ loss (torch.compile is off in it)
+        from vsraq_modifier.integrations.autoround import autoround
+
+        ar = autoround(
+            model, tok, staged=False, **dict(METHODS[method].options), **common
+        )
     ar.quantize_and_save(str(work), format="fake")
     info["quantize_cpu_seconds"] = _cpu() - cpu
     info["quantize_wall_seconds"] = time.perf_counter() - wall
@@ -335,13 +380,40 @@ def main() -> int:
         default=4096,
         help="held-out tokens per domain (4096)",
     )
+    p.add_argument(
+        "--methods",
+        default="mse",
+        help="quantizers of every variant, comma-separated, of "
+        f"{', '.join(QUANTIZERS)} (mse)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="seeds of every quantization, comma-separated (0): the calibration "
+        "windows and AutoRound's seed",
+    )
     p.add_argument("--only", nargs="*", default=None, help="steps to run")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="print the steps (done or to do) and exit",
+    )
     p.add_argument(
         "--report",
         action="store_true",
         help="print the tables of the finished steps and exit",
     )
     args = p.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = sorted(set(methods) - set(QUANTIZERS))
+    if bad or not methods:
+        p.error(f"--methods {args.methods}: use some of {', '.join(QUANTIZERS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2")
+    if any(s < 0 for s in seeds):
+        p.error(f"--seeds {args.seeds}: seeds must be >= 0")
     import torch
 
     torch.set_num_threads(1)
@@ -358,17 +430,43 @@ def main() -> int:
         return 0
     run.mkdir(parents=True, exist_ok=True)
     # AutoScheme first: its time on this model decides what else fits
-    steps = ["reference", f"q-autoscheme-{BUDGETS[0]}", "measure"]
-    steps += [f"q-uniform-{s}" for s in SCHEMES.split(",")]
+    variants = [f"autoscheme-{BUDGETS[0]}"]
+    variants += [f"uniform-{s}" for s in SCHEMES.split(",")]
     for b in BUDGETS:
-        steps += [f"q-alloc-{b}", f"q-freq-{b}"]
-    steps += [f"q-autoscheme-{b}" for b in BUDGETS[1:]]
+        variants += [f"alloc-{b}", f"freq-{b}"]
+    variants += [f"autoscheme-{b}" for b in BUDGETS[1:]]
     # per-expert units (not servable by vLLM's fused MoE): where domain balance
     # can matter, since all domains rank the layers alike
-    steps += ["measure-expert", f"q-ealloc-{BUDGETS[0]}", f"q-efreq-{BUDGETS[0]}"]
-    settings = {k: v for k, v in vars(args).items() if k != "only"}
+    expert = [f"ealloc-{BUDGETS[0]}", f"efreq-{BUDGETS[0]}"]
+
+    def quantize(names: list[str]) -> list[str]:
+        return [step_name(v, m, s) for s in seeds for m in methods for v in names]
+
+    steps = ["reference", *quantize(variants[:1]), "measure", *quantize(variants[1:])]
+    steps += ["measure-expert", *quantize(expert)]
+    if args.list:
+        for step in args.only or steps:
+            done = (run / f"{step}.json").exists()
+            print(f"{step}: {'done' if done else 'to do'}")
+        return 0
+    settings = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("only", "methods", "seeds", "list")
+    }
+    # every invocation's command is kept: --methods and --seeds add steps to the
+    # same run, whose settings they do not change
+    old = {}
+    if (run / "run.json").exists():
+        old = json.loads((run / "run.json").read_text())
+    command = " ".join(sys.argv)
+    commands = old.get("commands", [old["command"]] if "command" in old else [])
+    if command not in commands:
+        commands.append(command)
     (run / "run.json").write_text(
-        json.dumps({"settings": settings, "command": " ".join(sys.argv)}, indent=1)
+        json.dumps(
+            {"settings": settings, "command": command, "commands": commands}, indent=1
+        )
         + "\n"
     )
     for step in args.only or steps:

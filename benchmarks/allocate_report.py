@@ -32,6 +32,17 @@ def stored_measurement(m: dict):
     )
 
 
+def _label(d: dict) -> str:
+    """The step's variant with its quantizer and seed where not mse / 0 (steps
+    written before the --methods option have neither)."""
+    method, seed = d.get("method", "mse"), d.get("seed", 0)
+    return (
+        d["variant"]
+        + (f" +{method}" if method != "mse" else "")
+        + (f" +s{seed}" if seed else "")
+    )
+
+
 def report(run: Path) -> str:
     """The markdown tables of docs/allocate.md from the finished steps."""
     ref = json.loads((run / "reference.json").read_text())["domains"]
@@ -47,7 +58,7 @@ def report(run: Path) -> str:
             else ""
         )
         rows.append(
-            f"| {d['variant']}{same} | {d['average_bits']:.4f} | {o['perplexity']:.3f} "
+            f"| {_label(d)}{same} | {d['average_bits']:.4f} | {o['perplexity']:.3f} "
             f"| {gap:+.3f} | "
             + " | ".join(f"{e['domains'][n]['perplexity']:.3f}" for n in names)
             + f" | {o['kl']:.5f} | {o['disagreement']:.4f} "
