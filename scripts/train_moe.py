@@ -1,5 +1,7 @@
-"""Train the shipped benchmark MoE from scratch: a byte-level BPE tokenizer and a
-small Qwen3MoeForCausalLM, on the package-sourced corpus (scripts/build_corpus.py).
+"""Train a shipped benchmark MoE from scratch: a byte-level BPE tokenizer and a
+small Qwen3MoeForCausalLM (``--arch qwen3_moe``, the first shipped model) or
+DeepseekV3ForCausalLM (``--arch deepseek_v3``, the second), on the package-sourced
+corpus (scripts/build_corpus.py).
 
 Deterministic given ``--seed`` (and the thread count, fixed at 2): the tokenizer,
 the document order, the batch windows and the initialisation all come from the
@@ -13,11 +15,21 @@ tied embeddings, vocab 4096. The load-balancing loss is the Switch loss per laye
 (averaged over layers), not transformers' pooled-over-layers one, so that every
 layer's experts are used.
 
+``--arch deepseek_v3`` (docs/model.md): 6 layers, the first dense (MLP width 512),
+5 MoE layers of 16 routed experts of width 64 in 4 groups (top-2 groups, top-4
+experts), one shared expert of width 64, sigmoid scores with
+``e_score_correction_bias``, MLA attention (kv rank 128). Balance as DeepSeek-V3
+trains it: the selection bias moves by ``--bias-rate`` times the sign of each
+expert's load deficit after every step (auxiliary-loss-free balancing), plus a small
+Switch loss on the normalised sigmoid scores (``--aux``, default 0.001 there).
+
 Usage::
 
     python scripts/train_moe.py                      # the shipped run (750 steps;
                                                      # ~12 min on 2 free cores)
     python scripts/train_moe.py --steps 60 --out /tmp/smoke   # smoke run
+    python scripts/train_moe.py --arch deepseek_v3          # the second shipped
+                                                     # model (~20 min)
 """
 
 from __future__ import annotations
@@ -37,7 +49,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_corpus import DATA_DIR, DEFAULT_CACHE, build, load_split  # noqa: E402
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "vsraq_modifier" / "data" / "model"
+DATA = Path(__file__).resolve().parents[1] / "vsraq_modifier" / "data"
+#: where each architecture's shipped model lives (vsraq_modifier/data/__init__.py)
+MODEL_DIRS = {"qwen3_moe": DATA / "model", "deepseek_v3": DATA / "model_deepseek_v3"}
+#: per-architecture defaults, applied where the option was not given
+ARCH_DEFAULTS = {
+    "qwen3_moe": {"experts": 32, "top_k": 2, "aux": 0.01},
+    "deepseek_v3": {"experts": 16, "top_k": 4, "aux": 0.001},
+}
 EOS = "<|endoftext|>"
 
 
@@ -47,8 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     a = ap.add_argument
-    a("--out", type=Path, default=MODEL_DIR,
-      help="model folder to write (the default replaces the shipped model)")
+    a("--arch", choices=sorted(MODEL_DIRS), default="qwen3_moe",
+      help="model architecture: the first (qwen3_moe) or second (deepseek_v3) "
+           "shipped model")
+    a("--out", type=Path, default=None,
+      help="model folder to write (default: the architecture's shipped model, "
+           "which it replaces)")
     a("--cache", type=Path, default=DEFAULT_CACHE,
       help="corpus cache of scripts/build_corpus.py (built when empty)")
     a("--seed", type=int, default=0,
@@ -64,11 +87,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--hidden", type=int, default=256, help="hidden size")
     a("--heads", type=int, default=4, help="query heads (head_dim 64)")
     a("--kv-heads", type=int, default=2, help="key/value heads")
-    a("--experts", type=int, default=32, help="experts per layer")
-    a("--top-k", type=int, default=2, help="experts each token takes")
+    a("--experts", type=int, default=None,
+      help="routed experts per layer (default 32; deepseek_v3: 16)")
+    a("--top-k", type=int, default=None,
+      help="experts each token takes (default 2; deepseek_v3: 4)")
     a("--expert-width", type=int, default=64, help="moe_intermediate_size")
     a("--no-norm-topk", action="store_true", help="norm_topk_prob=False")
-    a("--aux", type=float, default=0.01, help="per-layer load-balancing coefficient")
+    a("--aux", type=float, default=None,
+      help="per-layer load-balancing coefficient (default 0.01; deepseek_v3: 0.001)")
+    a("--n-group", type=int, default=4, help="deepseek_v3: expert groups")
+    a("--topk-group", type=int, default=2, help="deepseek_v3: groups each token may use")
+    a("--shared-experts", type=int, default=1, help="deepseek_v3: shared experts")
+    a("--first-dense", type=int, default=1,
+      help="deepseek_v3: leading dense layers (first_k_dense_replace)")
+    a("--dense-width", type=int, default=512, help="deepseek_v3: dense MLP width")
+    a("--bias-rate", type=float, default=1e-3,
+      help="deepseek_v3: step of the selection-bias balancing update")
     a("--z-loss", type=float, default=0.0, help="router z-loss coefficient")
     a("--batch", type=int, default=8, help="sequences per step")
     a("--seq", type=int, default=512, help="tokens per sequence")
@@ -81,7 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       help="held-out tokens for the final perplexity")
     a("--experts-impl", default="grouped_mm", help="transformers experts kernel")
     a("--log-every", type=int, default=20, help="steps between progress lines")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for key, value in ARCH_DEFAULTS[args.arch].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = MODEL_DIRS[args.arch]
+    return args
 
 
 def _hash(text: str) -> str:
@@ -115,6 +155,8 @@ def encode(tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 def make_config(args: argparse.Namespace, tokenizer):
+    if args.arch == "deepseek_v3":
+        return make_deepseek_config(args, tokenizer)
     from transformers import Qwen3MoeConfig
 
     eos = tokenizer.convert_tokens_to_ids(EOS)
@@ -131,6 +173,81 @@ def make_config(args: argparse.Namespace, tokenizer):
     )
     config._experts_implementation = args.experts_impl
     return config
+
+
+def make_deepseek_config(args: argparse.Namespace, tokenizer):
+    """A small DeepSeek-V3: MLA attention, a dense first layer, routed + shared
+    experts, sigmoid group-limited routing with a selection bias."""
+    from transformers import DeepseekV3Config
+
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    config = DeepseekV3Config(
+        vocab_size=len(tokenizer), hidden_size=args.hidden,
+        intermediate_size=args.dense_width, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, num_key_value_heads=args.heads,
+        q_lora_rank=None, kv_lora_rank=128, qk_rope_head_dim=32,
+        qk_nope_head_dim=32, v_head_dim=64, max_position_embeddings=1024,
+        n_routed_experts=args.experts, num_experts_per_tok=args.top_k,
+        n_group=args.n_group, topk_group=args.topk_group,
+        n_shared_experts=args.shared_experts,
+        first_k_dense_replace=args.first_dense,
+        moe_intermediate_size=args.expert_width, norm_topk_prob=not args.no_norm_topk,
+        routed_scaling_factor=2.5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )
+    config._experts_implementation = args.experts_impl
+    return config
+
+
+def model_class(arch: str):
+    import transformers
+
+    return {"qwen3_moe": transformers.Qwen3MoeForCausalLM,
+            "deepseek_v3": transformers.DeepseekV3ForCausalLM}[arch]
+
+
+class GateTaps:
+    """The router outputs of every DeepSeek-V3 MoE layer on the last forward
+    (transformers does not return them for this family)."""
+
+    def __init__(self, model) -> None:
+        self.gates = [m.mlp.gate for m in model.model.layers if hasattr(m.mlp, "gate")]
+        self.out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for gate in self.gates:
+            gate.register_forward_hook(self._hook)
+
+    def _hook(self, _m, _args, output) -> None:
+        logits, _weights, indices = output
+        self.out.append((logits, indices))
+
+    def take(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out, self.out = self.out, []
+        return out
+
+
+def sigmoid_balance_loss(taps: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Switch loss per layer on the normalised sigmoid scores and the experts the
+    router chose (bias and group limit included), mean over layers."""
+    losses = []
+    for logits, chosen in taps:
+        scores = logits.float().sigmoid()
+        probs = scores / scores.sum(-1, keepdim=True)
+        n_exp = probs.shape[-1]
+        frac = torch.zeros(n_exp, device=probs.device).scatter_add_(
+            0, chosen.reshape(-1), torch.ones(chosen.numel(), device=probs.device))
+        frac = frac / chosen.numel()
+        losses.append(n_exp * (frac * probs.mean(0)).sum())
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def update_selection_bias(gates, taps, rate: float) -> None:
+    """DeepSeek-V3's auxiliary-loss-free balancing: raise the selection bias of an
+    under-loaded expert by ``rate``, lower an over-loaded one's."""
+    for gate, (_logits, chosen) in zip(gates, taps):
+        load = torch.bincount(chosen.reshape(-1), minlength=gate.num_experts).float()
+        gate.e_score_correction_bias += rate * torch.sign(load.mean() - load)
 
 
 def balance_loss(router_logits: tuple[torch.Tensor, ...], top_k: int) -> torch.Tensor:
@@ -175,8 +292,6 @@ def lr_at(step: int, args: argparse.Namespace) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from transformers import Qwen3MoeForCausalLM
-
     args = parse_args(argv)
     t0 = time.time()
     torch.set_num_threads(args.threads)
@@ -203,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
 
     config = make_config(args, tokenizer)
     torch.manual_seed(args.seed)
-    model = Qwen3MoeForCausalLM(config).to(args.device)
+    model = model_class(args.arch)(config).to(args.device)
+    taps = GateTaps(model) if args.arch == "deepseek_v3" else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters", flush=True)
     def decays(name: str, p: torch.Tensor) -> bool:  # matrices, not norms/routers
@@ -231,17 +347,27 @@ def main(argv: list[str] | None = None) -> None:
         starts = torch.randint(0, data.numel() - span, (args.batch,), generator=gen)
         batch = torch.stack([data[s:s + span] for s in starts.tolist()]).long()
         batch = batch.to(args.device)
-        out = model(input_ids=batch[:, :-1], output_router_logits=True, use_cache=False)
+        if taps is None:
+            out = model(input_ids=batch[:, :-1], output_router_logits=True,
+                        use_cache=False)
+            router = out.router_logits
+            bal = balance_loss(router, args.top_k)
+        else:
+            out = model(input_ids=batch[:, :-1], use_cache=False)
+            gate_out = taps.take()
+            router = tuple(z for z, _ in gate_out)
+            bal = sigmoid_balance_loss(gate_out)
         ce = F.cross_entropy(out.logits.float().reshape(-1, config.vocab_size),
                              batch[:, 1:].reshape(-1))
-        bal = balance_loss(out.router_logits, args.top_k)
         loss = ce + args.aux * bal
         if args.z_loss:
-            loss = loss + args.z_loss * z_loss(out.router_logits)
+            loss = loss + args.z_loss * z_loss(router)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if taps is not None:
+            update_selection_bias(taps.gates, gate_out, args.bias_rate)
         if step % args.log_every == 0 or step == args.steps - 1:
             el = time.time() - t_train
             rec = {"step": step, "loss": round(ce.item(), 4),
