@@ -61,7 +61,7 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
     from vsraq_modifier.runs import quantize_checkpoint
 
     torch.set_num_threads(spec["threads"])
-    model_dir = spec["model"] or str(data.shipped_model_dir())
+    model_dir = data.resolve_model(spec["model"])
     ids = split_tokens(
         text_token_ids(data.calibration_text_path(), model_dir), "calibration"
     )

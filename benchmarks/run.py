@@ -87,7 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="VSRAQ option added to every routing method, e.g. margin=0.1 "
         "(part of the run id)",
     )
-    a("--model", default=None, help="default: the shipped model")
+    a(
+        "--model",
+        default=None,
+        help="a model folder, or a shipped model's name (qwen3_moe, deepseek_v3); "
+        "default: the first shipped model",
+    )
     a("--jobs", type=int, default=1, help="cells run at once (each one thread)")
     a("--run-id", default=None, help="default: derived from the settings")
     a("--dry-run", action="store_true", help="list the cells to run and stop")

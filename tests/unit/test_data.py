@@ -12,6 +12,7 @@ from vsraq_modifier import data
     ("function", "relative", "option"),
     [
         (data.shipped_model_dir, "model/config.json", "--reference"),
+        (lambda: data.shipped_model_dir("deepseek_v3"), "model_deepseek_v3/config.json", "--reference"),
         (data.heldout_text_path, "heldout.txt", "--text"),
         (data.calibration_text_path, "calibration.txt", "--text"),
     ],
