@@ -19,21 +19,20 @@ ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
 MAX_WEIGHT = 1e6
 #: the options each loss reads (any other option set with it would do nothing)
 _REFIT = {"router_refit", "router_refit_ridge"}
+_ROUTING = {"lookahead", "lookahead_every", "best_iteration", *_REFIT}
 LOSS_OPTIONS: dict[str, frozenset[str]] = {
     "mse": frozenset(_REFIT),
-    "topk_mse": frozenset({"value_weight", "lookahead", "lookahead_every", *_REFIT}),
-    "router_kl": frozenset({"value_weight", "lookahead", "lookahead_every", *_REFIT}),
+    "topk_mse": frozenset({"value_weight", *_ROUTING}),
+    "router_kl": frozenset({"value_weight", *_ROUTING}),
     "vsraq": frozenset(
         {
-            *_REFIT,
+            *_ROUTING,
             "value_weight",
             "structure_weight",
             "margin",
             "value_target",
             "structure",
             "temperature",
-            "lookahead",
-            "lookahead_every",
         }
     ),
 }
@@ -102,6 +101,17 @@ class VSRAQConfig(BaseModel):
         description="run the look-ahead on every n-th tuning step only (2 halves its "
         "cost: on the shipped model it is most of VSRAQ's extra time; "
         "docs/results.md gives the measured trade-off).",
+    )
+
+    best_iteration: Literal["host", "total"] = Field(
+        "host",
+        description="the loss that picks which tuning iteration's rounding the "
+        "host keeps (AutoRound keeps its best iteration). host (default, the "
+        "safeguard): the routing terms shape every step, but the kept rounding is "
+        "the one with the lowest block reconstruction loss among the iterations "
+        "run, as AutoRound alone would choose, so the routing terms cannot buy "
+        "agreement with the block's own output error at selection; total: host + "
+        "routing loss (before 0.2; docs/results.md measures both).",
     )
 
     router_refit: Literal["none", "ridge"] = Field(

@@ -79,6 +79,12 @@ METHODS: dict[str, Method] = {
             "vsraq", "mse + value + structure alignment", {"loss": "vsraq", **_NO_REFIT}
         ),
         Method(
+            "vsraq_total",
+            "vsraq, the kept iteration chosen on host + routing loss (before the "
+            "best_iteration=host safeguard)",
+            {"loss": "vsraq", "best_iteration": "total", **_NO_REFIT},
+        ),
+        Method(
             "vsraq_value",
             "vsraq, value term only (structure_weight=0)",
             {"loss": "vsraq", "structure_weight": 0.0, **_NO_REFIT},
@@ -105,7 +111,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "vsraq_refit",
-            "vsraq + in-loop router re-fit (the plugin's default)",
+            "vsraq + in-loop router re-fit",
             {"loss": "vsraq", "router_refit": "ridge"},
         ),
     ]

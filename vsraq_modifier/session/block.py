@@ -11,7 +11,10 @@ a time. For that layer the session
 3. measures routing agreement with the block as it is (:meth:`measure`; before and
    after tuning);
 4. gives the routing loss of each tuning step (:meth:`step_loss`), the host's loss
-   plus the routing objective, with NaN/inf stopping the run;
+   plus the routing objective, with NaN/inf stopping the run; with
+   ``best_on_host`` (the default safeguard) the loss's *value* is the host's own,
+   so the host's best-iteration choice is made on its reconstruction error while
+   the gradient is the full objective's;
 5. finishes (:meth:`finish`): the block's weights are checked finite; with
    ``refit`` the block's own routers are re-fitted to the inputs the tuned block
    gives them (:mod:`vsraq_modifier.refit`, kept only where held-aside agreement
@@ -93,6 +96,7 @@ class BlockSession:
         objective: BlockObjective | None,
         loss: str,
         lookahead_every: int = 1,
+        best_on_host: bool = True,
         param_name: Callable[[str], str] | None = None,
         refit: RefitOptions | None = None,
     ) -> None:
@@ -100,6 +104,7 @@ class BlockSession:
         self.objective = objective
         self.loss = loss
         self.lookahead_every = lookahead_every
+        self.best_on_host = best_on_host
         self.param_name = param_name
         self.refit = refit if refit is not None and refit.method != "none" else None
         #: router decoder layer -> the re-fit's outcome (after :meth:`finish`)
@@ -116,7 +121,10 @@ class BlockSession:
         self.ref = ReferenceStore()
         self.taps = RouterTaps(layer, self.own, path, self._on_record)
         self.before, self.after = Agreement(), Agreement()
+        #: per tuning iteration: the host loss and the total loss (host +
+        #: routing), summed over the iteration's calls
         self.host_iters: list[float] = []
+        self.total_iters: list[float] = []
         self._handles: list = []
         self._record: TapRecord | None = None
         self._forward: BlockForward | None = None
@@ -125,6 +133,7 @@ class BlockSession:
         self._calls = 0
         self._calls_per_iter = 1
         self._batch_size = 8
+        self._keeps_best = True
 
     # --- hooks ---------------------------------------------------------------
     def _on_record(self, record: TapRecord) -> None:
@@ -175,6 +184,7 @@ class BlockSession:
         batch_size: int = 8,
         sample_masks: list[torch.Tensor] | None = None,
         loss_masks: Sequence[torch.Tensor] | None = None,
+        keeps_best: bool = True,
     ) -> None:
         """Tuning of this block is about to start on ``nsamples`` samples.
 
@@ -183,7 +193,8 @@ class BlockSession:
         agreement passes; ``loss_masks``: the masks the host's loss uses, checked
         for a token that counts; ``calls_per_iter``: host-loss calls per tuning
         iteration (gradient accumulation); ``batch_size``: samples per agreement
-        forward."""
+        forward; ``keeps_best``: the host keeps its best iteration (False: the
+        last, AutoRound's ``not_use_best_mse``)."""
         self.end_reference()
         if self.ref.samples != nsamples:
             raise RuntimeError(
@@ -195,6 +206,7 @@ class BlockSession:
         self._masks = sample_masks
         self._calls_per_iter = calls_per_iter
         self._batch_size = batch_size
+        self._keeps_best = keeps_best
         if self.objective is not None:
             self.objective.reset()
 
@@ -253,8 +265,19 @@ class BlockSession:
     def _note_host(self, value: float) -> None:
         if self._calls % self._calls_per_iter == 0:
             self.host_iters.append(0.0)
+            self.total_iters.append(0.0)
         self.host_iters[-1] += value
+        self.total_iters[-1] += value
         self._calls += 1
+
+    def _value(self, host: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """The step's loss: gradient of host + extra; value host + extra, or the
+        host's alone with ``best_on_host`` (x - x is exactly 0 in floating point,
+        so the host then sees its own loss bit for bit)."""
+        self.total_iters[-1] += float(extra.detach())
+        if self.best_on_host:
+            return host + (extra - extra.detach())
+        return host + extra
 
     def step_loss(
         self, host: torch.Tensor, indices: Any, loss_masks: Any = None
@@ -284,11 +307,14 @@ class BlockSession:
         except NonFiniteRoutingError:
             self._check_logits(record.logits.keys(), pairs)  # names the router
             raise
-        total = host + extra
         check_finite_loss(
-            total, self.layer, self.index, self.param_name, what="total loss"
+            host + extra.detach(),
+            self.layer,
+            self.index,
+            self.param_name,
+            what="total loss",
         )
-        return total
+        return self._value(host, extra)
 
     def _check_logits(self, keys: Any, pairs: Sequence[RouterPair]) -> None:
         logits = {}
@@ -365,10 +391,22 @@ class BlockSession:
             apply_fit(router, site.spec, result)
             self.refits[site.layer] = result
 
+    def kept_iteration(self) -> int | None:
+        """The tuning iteration whose rounding the host keeps, as its best-loss
+        rule picks it from the values this session gave it (None: no tuning or
+        no routing loss)."""
+        if self.objective is None or not self.host_iters:
+            return None
+        if not self._keeps_best:
+            return len(self.host_iters) - 1
+        values = self.host_iters if self.best_on_host else self.total_iters
+        return min(range(len(values)), key=values.__getitem__)
+
     def report(self) -> BlockReport:
         first = self.host_iters[0] if self.host_iters else float("nan")
         last = self.host_iters[-1] if self.host_iters else float("nan")
         obj = self.objective
+        kept = self.kept_iteration()
         return BlockReport(
             layer=self.index,
             loss=self.loss,
@@ -384,6 +422,10 @@ class BlockSession:
                 self.names[k]: v for k, v in self.after.exact_match().items()
             },
             reference_bytes=self.ref.nbytes,
+            kept_iter=kept,
+            kept_on="host" if self.best_on_host else "total",
+            host_kept=float("nan") if kept is None else self.host_iters[kept],
+            host_best=min(self.host_iters) if kept is not None else float("nan"),
             refit={self.names[k]: r.summary() for k, r in sorted(self.refits.items())},
         )
 

@@ -36,6 +36,13 @@ class BlockReport:
     agreement_before: dict[str, float] = field(default_factory=dict)
     agreement_after: dict[str, float] = field(default_factory=dict)
     reference_bytes: int = 0
+    #: the tuning iteration the host keeps (None: no routing loss), the loss that
+    #: chose it ("host": the safeguard; "total": host + routing), the host loss
+    #: at it and the lowest host loss of any iteration
+    kept_iter: int | None = None
+    kept_on: str = "host"
+    host_kept: float = float("nan")
+    host_best: float = float("nan")
     #: router label -> the router re-fit's outcome (fit error, held-aside
     #: agreement before -> after, kept or not); empty without re-fit
     refit: dict[str, str] = field(default_factory=dict)
@@ -49,6 +56,17 @@ class BlockReport:
             first = self.terms_first.get(name, float("nan"))
             last = self.terms_last.get(name, float("nan"))
             parts.append(f"{name} {_num(first)} -> {_num(last)}")
+        if self.kept_iter is not None:
+            rise = (
+                self.host_kept / self.host_best - 1.0
+                if self.host_best > 0
+                else float("nan")
+            )
+            parts.append(
+                f"kept iter {self.kept_iter} on {self.kept_on} loss "
+                f"(host {_num(self.host_kept)}, {100 * rise:+.1f} % over the "
+                "lowest)"
+            )
         agree = [
             f"{k} {_num(self.agreement_before.get(k, float('nan')))} -> "
             f"{_num(self.agreement_after.get(k, float('nan')))}"

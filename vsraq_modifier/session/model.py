@@ -103,6 +103,7 @@ class ModelRouting:
             objective=objective,
             loss=self.config.loss,
             lookahead_every=self.config.lookahead_every,
+            best_on_host=self.config.best_iteration == "host",
             param_name=param_name,
             refit=self.refit_options(),
         )

@@ -70,7 +70,7 @@ def test_open_block_has_own_router_and_lookahead() -> None:
 
 
 def test_reference_then_steps_then_report() -> None:
-    block = _Block(VSRAQConfig())
+    block = _Block(VSRAQConfig(best_iteration="total"))
     block.reference()
     session = block.session
     assert session.ref.samples == SAMPLES
@@ -100,6 +100,42 @@ def test_reference_then_steps_then_report() -> None:
     assert report.agreement_before == {"L0": 1.0, "L1 (look-ahead)": 1.0}
     assert set(report.agreement_after) == set(report.agreement_before)
     assert report.reference_bytes == SAMPLES * SEQ * 8 * 2 * 2  # 8 experts, fp16
+
+
+def test_best_on_host_gives_the_host_its_own_value_and_the_full_gradient() -> None:
+    """The safeguard: the loss the host compares iterations on is its own, bit
+    for bit; the gradient is the routing objective's too; the kept iteration is
+    the one with the lowest host loss, where the total would have kept another."""
+    grads = {}
+    for rule in ("host", "total"):
+        block = _Block(VSRAQConfig(best_iteration=rule))
+        block.reference()
+        session = block.session
+        session.begin_tuning()
+        values = []
+        for step, (host_value, scale) in enumerate([(0.5, 1.0), (0.3, 4.0)]):
+            with torch.no_grad():  # step 1: the routers see other inputs
+                block.layer.self_attn.o_proj.weight.mul_(scale)
+            host = torch.tensor(host_value, requires_grad=True)
+            block.layer.zero_grad()
+            block.forward([2 * step, 2 * step + 1])
+            loss = session.step_loss(host, [2 * step, 2 * step + 1])
+            loss.backward()
+            values.append(float(loss))
+        grads[rule] = block.layer.self_attn.o_proj.weight.grad.clone()
+        report = session.finish()
+        if rule == "host":
+            # float32 host losses, returned bit for bit
+            assert values == [float(torch.tensor(0.5)), float(torch.tensor(0.3))]
+            assert session.kept_iteration() == 1 and report.kept_iter == 1
+            assert "kept iter 1 on host loss" in report.line()
+        else:
+            assert values[1] > values[0] > 0.5  # routing terms counted
+            assert session.total_iters == pytest.approx(values)
+            assert session.kept_iteration() == 0  # the total prefers iteration 0
+            assert report.kept_on == "total"
+    assert grads["host"].abs().sum() > 0
+    torch.testing.assert_close(grads["host"], grads["total"])
 
 
 def test_mse_session_only_measures() -> None:

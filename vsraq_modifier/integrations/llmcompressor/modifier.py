@@ -127,6 +127,7 @@ class VSRAQModifier(seams.arguments_seam()):
     temperature: float | None = _option("temperature")
     lookahead: bool = _option("lookahead")
     lookahead_every: int = _option("lookahead_every")
+    best_iteration: Literal["host", "total"] = _option("best_iteration")
     router_refit: Literal["none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
 
