@@ -19,7 +19,13 @@ ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
 MAX_WEIGHT = 1e6
 #: the options each loss reads (any other option set with it would do nothing)
 _REFIT = {"router_refit", "router_refit_ridge"}
-_ROUTING = {"lookahead", "lookahead_every", "best_iteration", *_REFIT}
+_ROUTING = {
+    "lookahead",
+    "lookahead_every",
+    "best_iteration",
+    "max_flip_share",
+    *_REFIT,
+}
 LOSS_OPTIONS: dict[str, frozenset[str]] = {
     "mse": frozenset(_REFIT),
     "topk_mse": frozenset({"value_weight", *_ROUTING}),
@@ -114,6 +120,17 @@ class VSRAQConfig(BaseModel):
         "routing loss (before 0.2; docs/results.md measures both).",
     )
 
+    max_flip_share: float | None = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="the safeguard on the step: at a block's first tuning step, "
+        "the routing terms are scaled down (never up) until they overturn at most "
+        "this share of the host's SignSGD step signs (the parameters the host's "
+        "gradient moves); the scale holds for the block's whole tuning. None: no "
+        "cap. Costs two extra gradients per block (docs/objective.md).",
+    )
+
     router_refit: Literal["none", "ridge"] = Field(
         "none",
         description="ridge: re-fit each full-precision router, once its block is "
@@ -135,6 +152,7 @@ class VSRAQConfig(BaseModel):
         "structure_weight",
         "margin",
         "temperature",
+        "max_flip_share",
         "router_refit_ridge",
     )
     @classmethod

@@ -79,10 +79,15 @@ METHODS: dict[str, Method] = {
             "vsraq", "mse + value + structure alignment", {"loss": "vsraq", **_NO_REFIT}
         ),
         Method(
-            "vsraq_total",
-            "vsraq, the kept iteration chosen on host + routing loss (before the "
-            "best_iteration=host safeguard)",
-            {"loss": "vsraq", "best_iteration": "total", **_NO_REFIT},
+            "vsraq_unguarded",
+            "vsraq without the safeguards (kept iteration chosen on host + routing "
+            "loss, no step cap): the method before them",
+            {
+                "loss": "vsraq",
+                "best_iteration": "total",
+                "max_flip_share": 1.0,
+                **_NO_REFIT,
+            },
         ),
         Method(
             "vsraq_value",

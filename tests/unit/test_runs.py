@@ -35,7 +35,7 @@ def test_methods_are_the_issue_matrix() -> None:
         "topk_mse",
         "router_kl",
         "vsraq",
-        "vsraq_total",
+        "vsraq_unguarded",
         "vsraq_value",
         "vsraq_structure",
         "vsraq_nolookahead",
@@ -44,9 +44,10 @@ def test_methods_are_the_issue_matrix() -> None:
         "vsraq_refit",
     ]
     assert METHODS["vsraq_value"].options["structure_weight"] == 0.0
-    # the safeguard is the default; vsraq_total is the run before it
+    # the safeguards are the default; vsraq_unguarded is the method before them
     assert "best_iteration" not in METHODS["vsraq"].options
-    assert METHODS["vsraq_total"].options["best_iteration"] == "total"
+    assert METHODS["vsraq_unguarded"].options["best_iteration"] == "total"
+    assert METHODS["vsraq_unguarded"].options["max_flip_share"] == 1.0
     assert METHODS["mse"].options is None  # plain AutoRound, no plugin code
 
 

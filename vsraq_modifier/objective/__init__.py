@@ -21,10 +21,13 @@ from vsraq_modifier.objective.sensitivity import (
     sensitivity_weights,
 )
 from vsraq_modifier.objective.set_nll import log_esp, set_nll_term
+from vsraq_modifier.objective.share import FlipCap, flip_cap_scale
 from vsraq_modifier.objective.structure import structure_term
 from vsraq_modifier.objective.value import value_term
 
 __all__ = [
+    "FlipCap",
+    "flip_cap_scale",
     "RouterPair",
     "NonFiniteRoutingError",
     "PreparedPair",

@@ -41,7 +41,13 @@ from vsraq_modifier.guards import (
     check_valid_tokens,
 )
 from vsraq_modifier.lookahead import LookaheadPath
-from vsraq_modifier.objective import BlockObjective, NonFiniteRoutingError, RouterPair
+from vsraq_modifier.objective import (
+    BlockObjective,
+    FlipCap,
+    NonFiniteRoutingError,
+    RouterPair,
+    flip_cap_scale,
+)
 from vsraq_modifier.refit import RefitOptions, RefitResult, apply_fit, refit_router
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routing import RouterSpec
@@ -97,6 +103,7 @@ class BlockSession:
         loss: str,
         lookahead_every: int = 1,
         best_on_host: bool = True,
+        max_flip_share: float | None = None,
         param_name: Callable[[str], str] | None = None,
         refit: RefitOptions | None = None,
     ) -> None:
@@ -105,6 +112,9 @@ class BlockSession:
         self.loss = loss
         self.lookahead_every = lookahead_every
         self.best_on_host = best_on_host
+        self.max_flip_share = max_flip_share
+        #: the routing terms' factor for this block (set at its first step)
+        self.cap: FlipCap | None = None
         self.param_name = param_name
         self.refit = refit if refit is not None and refit.method != "none" else None
         #: router decoder layer -> the re-fit's outcome (after :meth:`finish`)
@@ -270,10 +280,27 @@ class BlockSession:
         self.total_iters[-1] += value
         self._calls += 1
 
+    def _cap(self, host: torch.Tensor, extra: torch.Tensor) -> None:
+        """At the block's first step: the routing terms' factor under which they
+        overturn at most ``max_flip_share`` of the host's step signs (two extra
+        gradients, once per block)."""
+        if self.cap is not None or self.max_flip_share is None:
+            return
+        params = [p for p in self.layer.parameters() if p.requires_grad]
+        if not params or not host.requires_grad or not extra.requires_grad:
+            self.cap = FlipCap(1.0, 0.0, 0.0)
+            return
+        gh = torch.autograd.grad(host, params, retain_graph=True, allow_unused=True)
+        gr = torch.autograd.grad(extra, params, retain_graph=True, allow_unused=True)
+        self.cap = flip_cap_scale(gh, gr, params, self.max_flip_share)
+
     def _value(self, host: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """The step's loss: gradient of host + extra; value host + extra, or the
         host's alone with ``best_on_host`` (x - x is exactly 0 in floating point,
         so the host then sees its own loss bit for bit)."""
+        self._cap(host, extra)
+        if self.cap is not None and self.cap.scale < 1.0:
+            extra = extra * self.cap.scale
         self.total_iters[-1] += float(extra.detach())
         if self.best_on_host:
             return host + (extra - extra.detach())
@@ -423,6 +450,9 @@ class BlockSession:
             },
             reference_bytes=self.ref.nbytes,
             kept_iter=kept,
+            cap=None
+            if self.cap is None
+            else (self.cap.scale, self.cap.before, self.cap.after),
             kept_on="host" if self.best_on_host else "total",
             host_kept=float("nan") if kept is None else self.host_iters[kept],
             host_best=min(self.host_iters) if kept is not None else float("nan"),

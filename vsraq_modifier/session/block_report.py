@@ -40,6 +40,9 @@ class BlockReport:
     #: chose it ("host": the safeguard; "total": host + routing), the host loss
     #: at it and the lowest host loss of any iteration
     kept_iter: int | None = None
+    #: the step cap (max_flip_share): (factor on the routing terms, share of the
+    #: host's step signs they overturn at factor 1, at the factor); None: off
+    cap: tuple[float, float, float] | None = None
     kept_on: str = "host"
     host_kept: float = float("nan")
     host_best: float = float("nan")
@@ -56,6 +59,12 @@ class BlockReport:
             first = self.terms_first.get(name, float("nan"))
             last = self.terms_last.get(name, float("nan"))
             parts.append(f"{name} {_num(first)} -> {_num(last)}")
+        if self.cap is not None:
+            scale, before, after = self.cap
+            parts.append(
+                f"routing x{scale:.3g} (host signs overturned {100 * before:.1f} % "
+                f"-> {100 * after:.1f} %)"
+            )
         if self.kept_iter is not None:
             rise = (
                 self.host_kept / self.host_best - 1.0

@@ -104,6 +104,7 @@ class ModelRouting:
             loss=self.config.loss,
             lookahead_every=self.config.lookahead_every,
             best_on_host=self.config.best_iteration == "host",
+            max_flip_share=self.config.max_flip_share,
             param_name=param_name,
             refit=self.refit_options(),
         )

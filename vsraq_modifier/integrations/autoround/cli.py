@@ -70,6 +70,7 @@ def add_vsraq_arguments(group: Any) -> None:
         ("margin", float),
         ("temperature", float),
         ("lookahead_every", int),
+        ("max_flip_share", float),
         ("router_refit_ridge", float),
     ):
         group.add_argument(

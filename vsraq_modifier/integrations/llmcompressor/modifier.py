@@ -128,6 +128,7 @@ class VSRAQModifier(seams.arguments_seam()):
     lookahead: bool = _option("lookahead")
     lookahead_every: int = _option("lookahead_every")
     best_iteration: Literal["host", "total"] = _option("best_iteration")
+    max_flip_share: float | None = _option("max_flip_share")
     router_refit: Literal["none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
 
