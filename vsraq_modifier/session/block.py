@@ -292,7 +292,13 @@ class BlockSession:
             return
         gh = torch.autograd.grad(host, params, retain_graph=True, allow_unused=True)
         gr = torch.autograd.grad(extra, params, retain_graph=True, allow_unused=True)
-        self.cap = flip_cap_scale(gh, gr, params, self.max_flip_share)
+        cap = flip_cap_scale(gh, gr, params, self.max_flip_share)
+        reduce = getattr(self.objective, "reduce", None)
+        if reduce is not None:  # several processes: every rank the same factor
+            found = [cap.scale, cap.before, cap.after]
+            mean = reduce(torch.tensor(found, dtype=torch.float64))
+            cap = FlipCap(*(float(v) for v in mean.tolist()))
+        self.cap = cap
 
     def _value(self, host: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """The step's loss: gradient of host + extra; value host + extra, or the
