@@ -6,7 +6,8 @@ Per method x scheme: mean ± std over seeds of routing disagreement (1 - mean
 Jaccard), exact match, perplexity, oracle perplexity, KL; quantization time as the
 mean over seeds of the ratio to mse with the same scheme and seed (same run); peak
 RSS. Then the issue's target (part 5) checked cell by cell, the per-layer Jaccard,
-and benchmarks/findings.md (the hand-written analysis) verbatim.
+the two-family, two-budget matrix (benchmarks/report_families.py) and
+benchmarks/findings.md (the hand-written analysis) verbatim.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from report_tables import (  # noqa: E402
     timing_table,
 )
 from run import DEFAULTS, RUNS, run_id_of  # noqa: E402
+
+import report_families  # noqa: E402
 
 from vsraq_modifier.runs import SCHEMES  # noqa: E402
 
@@ -207,6 +210,8 @@ def render(
             *sweep,
             "",
         ]
+    img = images[0].parent if images else ROOT / "docs" / "img"
+    lines += report_families.section(img, out.parent)
     lines += ["## Plots", ""]
     for p in images:
         lines.append(f"![{p.stem}]({p.relative_to(out.parent).as_posix()})")

@@ -1,0 +1,319 @@
+"""The two-family, two-budget matrix of docs/results.md: both shipped models
+(Qwen3-MoE, DeepSeek-V3) at the default calibration budget and a small one, per
+scheme and method against mse of the same model, budget, scheme and seed; the
+target of the "routing loss that never costs quality" issue checked cell group
+by cell group; and whether routing agreement predicts quality across all cells
+(Spearman's rank correlation, with a scatter plot).
+
+``report.py`` renders it; the runs it reads are :data:`FAMILY_RUNS` (each made by
+the ``benchmarks/run.py`` command :func:`commands` prints).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from report_tables import _pm, _stats, dis, kl, load_cells, ppl, qcpu
+from run import RUNS, run_id_of
+
+from vsraq_modifier.runs import METHODS
+
+#: the budgets: (label, benchmarks/run.py settings)
+BUDGETS = {
+    "default": {"iters": 100, "nsamples": 128, "seqlen": 256},
+    "small": {"iters": 50, "nsamples": 32, "seqlen": 128},
+}
+MODELS = {"qwen3_moe": None, "deepseek_v3": "deepseek_v3"}
+EVAL_TOKENS = 16384
+SCHEMES = ("W4A16G64", "W2A16G64")
+
+
+def settings(model: str, budget: str) -> dict:
+    """The run.py settings of one (model, budget) run."""
+    return {
+        **BUDGETS[budget],
+        "batch_size": 8,
+        "eval_tokens": EVAL_TOKENS,
+        "eval_seq_len": 256,
+        "threads": 1,
+        "eval_text": "heldout",
+        "options": {},
+        "model": MODELS[model],
+    }
+
+
+#: (model, budget) -> run directory name
+FAMILY_RUNS = {
+    (m, b): run_id_of(settings(m, b)) for m in MODELS for b in BUDGETS
+}
+
+
+def commands(methods: list[str]) -> list[str]:
+    """The benchmarks/run.py command of each run (resumable: a finished cell is
+    skipped)."""
+    out = []
+    for (m, b), _ in FAMILY_RUNS.items():
+        s = settings(m, b)
+        model = f" --model {s['model']}" if s["model"] else ""
+        out.append(
+            f"python benchmarks/run.py --jobs 2{model} --iters {s['iters']} "
+            f"--nsamples {s['nsamples']} --seqlen {s['seqlen']} "
+            f"--eval-tokens {EVAL_TOKENS} --schemes {' '.join(SCHEMES)} "
+            f"--methods {' '.join(methods)}"
+        )
+    return out
+
+
+def family_cells(runs: Path = RUNS) -> dict[tuple[str, str], list[dict]]:
+    """(model, budget) -> the finished cells of its run (empty if not run)."""
+    out = {}
+    for key, rid in FAMILY_RUNS.items():
+        d = runs / rid
+        out[key] = load_cells(d) if d.is_dir() else []
+    return out
+
+
+def _index(cells: list[dict]) -> dict[tuple[str, str, int], dict]:
+    return {(c["method"], c["scheme"], c["seed"]): c for c in cells}
+
+
+def _paired(idx: dict, method: str, scheme: str, key) -> list[tuple[float, float]]:
+    """(method's value, mse's value) per seed both have."""
+    seeds = sorted(
+        s for (m, sc, s) in idx if m == method and sc == scheme
+        and ("mse", scheme, s) in idx
+    )
+    return [(key(idx[(method, scheme, s)]), key(idx[("mse", scheme, s)])) for s in seeds]
+
+
+def _ratio(pairs: list[tuple[float, float]]) -> str:
+    r = [a / b for a, b in pairs if b]
+    return _pm(r, 2) + "x" if r else "-"
+
+
+def _delta(pairs: list[tuple[float, float]], digits: int) -> str:
+    d = [a - b for a, b in pairs]
+    return (("+" if _stats(d)[0] >= 0 else "") + _pm(d, digits)) if d else "-"
+
+
+def group_table(cells: list[dict], scheme: str) -> list[str]:
+    """One (model, budget, scheme): every method against mse, paired by seed."""
+    idx = _index(cells)
+    methods = [m for m in METHODS if any(k[0] == m and k[1] == scheme for k in idx)]
+    rows = [
+        "| method | seeds | disagreement | vs mse | perplexity | Δ ppl vs mse | "
+        "oracle ppl | KL | Δ KL vs mse | CPU time vs mse |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        mine = [c for (mm, sc, _), c in sorted(idx.items()) if mm == m and sc == scheme]
+        rows.append(
+            f"| {m} | {len(mine)} | {_pm([dis(c) for c in mine], 4)} | "
+            f"{_ratio(_paired(idx, m, scheme, dis))} | "
+            f"{_pm([ppl(c) for c in mine], 3)} | "
+            f"{_delta(_paired(idx, m, scheme, ppl), 3)} | "
+            f"{_pm([c['eval']['oracle_perplexity'] for c in mine], 3)} | "
+            f"{_pm([kl(c) for c in mine], 5)} | "
+            f"{_delta(_paired(idx, m, scheme, kl), 5)} | "
+            f"{_ratio(_paired(idx, m, scheme, qcpu))} |"
+        )
+    return rows
+
+
+def _no_worse(pairs: list[tuple[float, float]], base: list[float]) -> bool | None:
+    """Mean paired difference at most mse's spread over seeds."""
+    if len(pairs) < 2:
+        return None
+    d = statistics.fmean(a - b for a, b in pairs)
+    return d <= statistics.stdev(base)
+
+
+def target_rows(
+    groups: dict[tuple[str, str], list[dict]], method: str = "vsraq"
+) -> list[str]:
+    """The issue's target per (model, budget, scheme): perplexity and KL no worse
+    than mse beyond seed noise, disagreement <= 0.90x mse."""
+    rows = [
+        f"| model | budget | scheme | {method} disagreement vs mse (<= 0.90x) | "
+        "Δ ppl (no worse than mse's seed sd) | Δ KL (same) | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (model, budget), cells in groups.items():
+        idx = _index(cells)
+        for s in SCHEMES:
+            d = _paired(idx, method, s, dis)
+            if not d:
+                continue
+            p, k = _paired(idx, method, s, ppl), _paired(idx, method, s, kl)
+            ratio = statistics.fmean(a / b for a, b in d)
+            ok_p = _no_worse(p, [b for _, b in p])
+            ok_k = _no_worse(k, [b for _, b in k])
+            met = ratio <= 0.90 and bool(ok_p) and bool(ok_k)
+            sd_p = statistics.stdev([b for _, b in p]) if len(p) > 1 else math.nan
+            sd_k = statistics.stdev([b for _, b in k]) if len(k) > 1 else math.nan
+            rows.append(
+                f"| {model} | {budget} | {s} | {ratio:.2f}x | "
+                f"{statistics.fmean(a - b for a, b in p):+.3f} (sd {sd_p:.3f}) | "
+                f"{statistics.fmean(a - b for a, b in k):+.5f} (sd {sd_k:.5f}) | "
+                f"{'yes' if met else 'no'} |"
+            )
+    return rows
+
+
+def _spearman(x: list[float], y: list[float]) -> tuple[float, float]:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3:
+        return math.nan, math.nan
+    r = spearmanr(x, y)
+    return float(r.statistic), float(r.pvalue)
+
+
+def correlation(
+    groups: dict[tuple[str, str], list[dict]],
+) -> tuple[list[str], dict[str, list[tuple[float, float, float, str]]]]:
+    """Does better routing predict better quality? Spearman's rho over every cell
+    (raw: scheme and model dominate both), and over the cells' paired
+    differences to mse of the same model, budget, scheme and seed (what the
+    routing terms change), each model alone and both together."""
+    points: dict[str, list[tuple[float, float, float, str]]] = defaultdict(list)
+    raw: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for (model, budget), cells in groups.items():
+        idx = _index(cells)
+        for (m, s, seed), c in idx.items():
+            ref = c["eval"]["reference_perplexity"]
+            raw[model].append((dis(c), kl(c), ppl(c) - ref))
+            base = idx.get(("mse", s, seed))
+            if base is None or m == "mse":
+                continue
+            points[model].append(
+                (dis(c) - dis(base), kl(c) - kl(base), ppl(c) - ppl(base),
+                 f"{budget} {s}")
+            )
+    rows = [
+        "| cells | n | rho(disagreement, KL) | rho(disagreement, ppl change) |",
+        "|---|---|---|---|",
+    ]
+
+    def row(label: str, xs: list[float], ks: list[float], ps: list[float]) -> str:
+        rk, pk = _spearman(xs, ks)
+        rp, pp = _spearman(xs, ps)
+        return (
+            f"| {label} | {len(xs)} | {rk:+.2f} (p {pk:.2g}) | {rp:+.2f} (p {pp:.2g}) |"
+        )
+
+    for model in MODELS:
+        if raw.get(model):
+            x, k, p = zip(*raw[model])
+            rows.append(row(f"{model}, every cell (raw values)", x, k, p))
+    for model in MODELS:
+        if points.get(model):
+            x, k, p, _ = zip(*points[model])
+            rows.append(row(f"{model}, difference to mse (paired)", x, k, p))
+    both = [q for m in MODELS for q in points.get(m, [])]
+    if both:
+        x, k, p, _ = zip(*both)
+        rows.append(row("both models, difference to mse (paired)", x, k, p))
+    return rows, dict(points)
+
+
+def scatter(points: dict[str, list[tuple[float, float, float, str]]], out: Path) -> Path:
+    """Paired differences to mse: disagreement vs KL and vs perplexity."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    markers = {"qwen3_moe": "o", "deepseek_v3": "^"}
+    labels = sorted({g for pts in points.values() for *_, g in pts})
+    colours = {g: f"C{i}" for i, g in enumerate(labels)}
+    for model, pts in points.items():
+        for g in labels:
+            sel = [q for q in pts if q[3] == g]
+            if not sel:
+                continue
+            x = [q[0] for q in sel]
+            for ax, j in zip(axes, (1, 2)):
+                ax.scatter(x, [q[j] for q in sel], marker=markers.get(model, "s"),
+                           color=colours[g], alpha=0.7, label=f"{model} {g}")
+    for ax, what in zip(axes, ("KL", "perplexity")):
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_xlabel("routing disagreement minus mse's (same seed)")
+        ax.set_ylabel(f"{what} minus mse's")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Does better routing give lower KL?")
+    axes[1].set_title("... and lower perplexity?")
+    axes[1].legend(fontsize="x-small", ncols=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def section(img: Path, out_dir: Path) -> list[str]:
+    """The markdown of the two-family section (empty when no run exists)."""
+    groups = {k: v for k, v in family_cells().items() if v}
+    if not groups:
+        return []
+    methods = sorted({c["method"] for cs in groups.values() for c in cs},
+                     key=list(METHODS).index)
+    lines = [
+        "## Two model families, two calibration budgets",
+        "",
+        "Both shipped models (docs/model.md): Qwen3-MoE (softmax, 32 experts, "
+        "top-2) and DeepSeek-V3 (sigmoid scores + selection bias, 4 groups of 4 "
+        "experts, top-4, a shared expert, dense first layer), each at the default "
+        f"budget (128 x 256 calibration tokens, 100 iterations) and a small one "
+        f"(32 x 128, 50 iterations); first {EVAL_TOKENS} held-out tokens. "
+        "Differences are paired by seed against mse of the same model, budget and "
+        "scheme. Commands (each resumable):",
+        "",
+        "```",
+        *commands(methods),
+        "```",
+        "",
+    ]
+    for (model, budget), cells in groups.items():
+        for s in SCHEMES:
+            if any(c["scheme"] == s for c in cells):
+                lines += [f"### {model}, {budget} budget, {s}", "",
+                          *group_table(cells, s), ""]
+    lines += [
+        "### The target: vsraq never worse than mse",
+        "",
+        "Perplexity and KL of vsraq (with its default safeguards, `best_iteration: "
+        "host` and `max_flip_share: 0.05`) no worse than mse beyond seed noise (mean paired difference at "
+        "most mse's standard deviation over seeds), routing disagreement at most "
+        "0.90x mse's.",
+        "",
+        *target_rows(groups),
+        "",
+    ]
+    if any(c["method"] == "vsraq_unguarded" for cs in groups.values() for c in cs):
+        lines += [
+            "The same check for `vsraq_unguarded` (both safeguards off: the kept "
+            "iteration chosen on host + routing loss, no step cap; the method "
+            "before them):",
+            "",
+            *target_rows(groups, "vsraq_unguarded"),
+            "",
+        ]
+    rows, points = correlation(groups)
+    png = scatter(points, img / "routing_vs_quality.png")
+    lines += [
+        "### Does better routing predict better quality?",
+        "",
+        "Spearman's rank correlation of routing disagreement with KL and with the "
+        "perplexity change, over every cell of the matrix (raw values: the scheme "
+        "moves both, so these are large whatever routing does) and over each "
+        "cell's difference to mse of the same model, budget, scheme and seed "
+        "(what a routing loss or re-fit changes).",
+        "",
+        *rows,
+        "",
+        f"![routing_vs_quality]({png.relative_to(out_dir).as_posix()})",
+        "",
+    ]
+    return lines

@@ -1,0 +1,85 @@
+"""benchmarks/report_families.py: the two-family target's verdicts and the
+Spearman correlations from synthetic cells (docs/results.md reports both)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import report_families as rf  # noqa: E402
+
+
+def cell(method, seed, *, dis, ppl, kl, scheme="W2A16G64"):
+    return {
+        "method": method,
+        "scheme": scheme,
+        "seed": seed,
+        "eval": {
+            "mean_jaccard": 1.0 - dis,
+            "perplexity": ppl,
+            "oracle_perplexity": ppl,
+            "reference_perplexity": 50.0,
+            "kl": kl,
+        },
+        "quantization": {"seconds": 1.0, "cpu_seconds": 1.0},
+    }
+
+
+def _group(vsraq_ppl_shift: float) -> list[dict]:
+    cells = []
+    for seed, noise in enumerate((0.0, 0.1, -0.1)):
+        cells.append(cell("mse", seed, dis=0.10, ppl=52.0 + noise, kl=0.010 + noise / 100))
+        cells.append(
+            cell("vsraq", seed, dis=0.085, ppl=52.0 + noise + vsraq_ppl_shift,
+                 kl=0.010 + noise / 100)
+        )
+    return cells
+
+
+def test_target_met_within_noise_and_not_beyond() -> None:
+    rows = rf.target_rows({("qwen3_moe", "small"): _group(0.05),
+                           ("deepseek_v3", "small"): _group(0.5)})
+    body = [r for r in rows[2:]]
+    assert len(body) == 2
+    assert body[0].startswith("| qwen3_moe | small | W2A16G64 | 0.85x |")
+    assert body[0].endswith("| yes |")  # +0.05 ppl < mse's sd 0.1
+    assert body[1].endswith("| no |")  # +0.5 ppl beyond it
+
+
+def test_disagreement_above_the_ratio_fails_the_target() -> None:
+    cells = [dict(c) for c in _group(0.0)]
+    for c in cells:
+        if c["method"] == "vsraq":
+            c["eval"] = {**c["eval"], "mean_jaccard": 1 - 0.095}
+    assert rf.target_rows({("qwen3_moe", "small"): cells})[2].endswith("| no |")
+
+
+def test_spearman_of_paired_differences() -> None:
+    # routing better -> KL better, perplexity unrelated (rank-reversed)
+    cells = [cell("mse", s, dis=0.1, ppl=52.0, kl=0.01) for s in range(4)]
+    for s in range(4):
+        cells.append(cell("vsraq", s, dis=0.1 - 0.01 * s, ppl=52.0 + 0.01 * s,
+                          kl=0.01 - 0.001 * s))
+    rows, points = rf.correlation({("qwen3_moe", "small"): cells})
+    paired = next(r for r in rows if "qwen3_moe, difference" in r)
+    assert "| 4 | +1.00" in paired and "-1.00" in paired
+    assert len(points["qwen3_moe"]) == 4
+
+
+def test_runs_are_named_by_the_settings() -> None:
+    assert rf.FAMILY_RUNS[("qwen3_moe", "small")] == "it50-n32x128-b8-e16384x256"
+    assert rf.FAMILY_RUNS[("deepseek_v3", "default")].startswith(
+        "it100-n128x256-b8-e16384x256-"
+    )
+    assert any("--model deepseek_v3" in c for c in rf.commands(["mse"]))
+
+
+@pytest.mark.parametrize("shift", [0.0])
+def test_group_table_pairs_by_seed(shift) -> None:
+    rows = rf.group_table(_group(shift), "W2A16G64")
+    vsraq = next(r for r in rows if r.startswith("| vsraq |"))
+    assert "0.85 ± 0.00x" in vsraq and "| 3 |" in vsraq
