@@ -12,7 +12,8 @@ W2A16G64 (attention W4A16@64), so the checkpoint mixes bits across MoE layers:
   group, equal AutoRound's fake-quantized weights of the same run;
 - transformers 5.17 does not reload it (it decompresses every MoE layer with one
   experts scheme, docs/allocate.md); ``vsraq allocate`` says so in the
-  allocation's serving notes;
+  allocation's serving notes, and ``load_model`` / ``vsraq report`` refuse it in
+  one line before transformers is called (docs/errors.md);
 - ``vsraq check-serving``: layer 0 served by Marlin, layer 1 only through vLLM's
   optional int2 kernel (exit 1, "needs an optional kernel"), on AutoRound's
   export and on llm-compressor's ``oneshot`` checkpoint of DIR/recipe.yaml.
@@ -56,6 +57,8 @@ WANT = {
     "layers.1.experts": 2,
 }
 RELOAD_ERROR = "automatic conversion of the weights"
+#: load_model's refusal of such a checkpoint (ExpertSchemesError)
+REFUSAL = "reads every MoE layer's experts with one config group"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -234,16 +237,46 @@ def test_the_packed_weights_are_the_fake_quantized_ones(autoround_export):
         )
 
 
+def _transformers_fails(ckpt: Path) -> None:
+    """transformers itself still fails on ``ckpt`` (so load_model's refusal,
+    checked from config.json before it, is still needed)."""
+    from transformers import AutoModelForCausalLM
+
+    from vsraq_modifier.transformers_seams import conversion_mapping_restored
+
+    with conversion_mapping_restored(), pytest.raises(RuntimeError, match=RELOAD_ERROR):
+        AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)
+
+
+def _refused(ckpt: Path, detail: str) -> None:
+    from vsraq_modifier.metrics.loading import ExpertSchemesError, load_model
+
+    with pytest.raises(ExpertSchemesError) as err:
+        load_model(ckpt)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{ckpt}: transformers ")
+    assert REFUSAL in msg and detail in msg, msg
+    assert f"vsraq check-serving {ckpt}" in msg and "(format='fake')" in msg
+    _transformers_fails(ckpt)
+
+
+#: the refusal's detail on the 3.7-bit checkpoints (layer 0 int4, layer 1 int2)
+TWO_GROUPS = (
+    "has experts in 2 groups (W2A16 g64 pack-quantized in layer 1, "
+    "W4A16 g64 pack-quantized in layer 0)"
+)
+
+
 def test_transformers_does_not_reload_mixed_expert_layers(autoround_export, capsys):
     """transformers 5.17 (quantizers/quantizer_compressed_tensors.py,
     update_weight_conversions -> integrations/compressed_tensors.py,
     get_experts_scheme) decompresses every MoE layer's experts with one config
-    group, so layer 1's int2 experts are read as int4 and the load fails. If this
-    starts to pass, compare the reloaded weights and update docs/allocate.md."""
+    group, so layer 1's int2 experts are read as int4 and the load fails;
+    load_model refuses it up front. If transformers starts to load it, compare the
+    reloaded weights, update docs/allocate.md and drop check_expert_schemes."""
     from vsraq_modifier.metrics.loading import load_model
 
-    with pytest.raises(RuntimeError, match=RELOAD_ERROR):
-        load_model(autoround_export["ct"])
+    _refused(autoround_export["ct"], TWO_GROUPS)
     capsys.readouterr()
     model = load_model(autoround_export["fake"]).model  # the fake export reloads
     ids = torch.tensor([make_tokenizer()(make_text(16, seed=5))["input_ids"]])
@@ -305,8 +338,7 @@ def test_oneshot_with_the_recipe_saves_and_check_serving_judges_it(
     model.save_pretrained(tmp_path / "ct", save_compressed=True)
     _check_groups(tmp_path / "ct")
     _check_verdict(capsys, tmp_path / "ct")
-    with pytest.raises(RuntimeError, match=RELOAD_ERROR):
-        load_model(tmp_path / "ct")
+    _refused(tmp_path / "ct", TWO_GROUPS)
 
 
 def test_one_expert_scheme_reloads_from_oneshot_not_from_autoround(tmp_path, capsys):
@@ -365,10 +397,50 @@ def test_one_expert_scheme_reloads_from_oneshot_not_from_autoround(tmp_path, cap
     qc = json.loads((ckpt / "config.json").read_text())["quantization_config"]
     first = next(iter(qc["config_groups"].values()))
     assert first["weights"]["num_bits"] == 4  # the attention's group comes first
-    with pytest.raises(RuntimeError, match=RELOAD_ERROR):
-        load_model(ckpt)
+    _refused(
+        ckpt,
+        "here group_0 (W4A16 g64 pack-quantized), and this compressed-tensors "
+        "checkpoint's experts are in another (W2A16 g64 pack-quantized in "
+        "layers 0-1)",
+    )
     capsys.readouterr()
     code, report, _ = _serving(capsys, ckpt)
     assert code == 1 and {layer["status"] for layer in report["layers"]} == {
         "needs optional kernel"
     }
+
+
+def test_report_refuses_the_mixed_export_in_one_line(
+    allocation, autoround_export, tmp_path, capsys
+):
+    """``vsraq report`` on the mixed checkpoint: exit 1, one ``vsraq report:
+    error:`` line (not transformers' traceback), no --out, before any model is
+    loaded; the fake export of the same run is the one it evaluates."""
+    model_dir, _ = allocation
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(64, seed=7))
+    out = tmp_path / "rep"
+    argv = ["report", "--reference", str(model_dir), "--text", str(text),
+            "--seq-len", "16", "--no-progress", "--out", str(out)]  # fmt: skip
+    capsys.readouterr()
+    code = main([*argv, "--quantized", f"ct={autoround_export['ct']}"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"vsraq report: error: {autoround_export['ct']}: ")
+    assert REFUSAL in lines[0] and TWO_GROUPS in lines[0]
+    assert "Traceback" not in err and not out.exists()
+    assert main([*argv, "--quantized", f"fake={autoround_export['fake']}"]) == 0
+    assert json.loads((out / "routing.json").read_text())
+    # vsraq refit reloads the checkpoint through the same loader: one line, exit 2
+    data = tmp_path / "cal.txt"
+    data.write_text(make_text(400, seed=8))
+    capsys.readouterr()
+    code = main(["refit", "--reference", str(model_dir), "--quantized",
+                 str(autoround_export["ct"]), "--dataset", str(data), "--nsamples",
+                 "2", "--seqlen", "16", "--no-progress", "--out",
+                 str(tmp_path / "refit")])  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("vsraq refit: error: ") and TWO_GROUPS in lines[0]

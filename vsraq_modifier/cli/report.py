@@ -193,6 +193,10 @@ def _resolve_inputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     args.out = str(check_output_place(args.out, "--out"))
     args.quantized = [(label, str(path)) for label, path in quantized]
     _check_same_vocabulary(reference, quantized)
+    from vsraq_modifier.metrics.loading import check_expert_schemes
+
+    for _, path in quantized:  # mixed expert schemes: refused before any load
+        check_expert_schemes(path)
     return reference, text, tokenizer
 
 

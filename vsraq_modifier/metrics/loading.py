@@ -15,6 +15,12 @@
   that the fused loader does not map). Every load is checked with
   ``output_loading_info``: any missing, unexpected or mismatched tensor refuses the
   checkpoint with :class:`IncompleteCheckpointError`, naming the tensors.
+- transformers 5.17 fuses a MoE layer's experts and decompresses every layer's
+  experts of a compressed-tensors checkpoint with one config group
+  (``get_experts_scheme``), so a mixed-precision checkpoint whose layers' experts
+  are in different groups fails deep in its weight conversion. That is read from
+  config.json and the safetensors headers before transformers is called
+  (:func:`check_expert_schemes`) and refused with :class:`ExpertSchemesError`.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from vsraq_modifier.transformers_seams import conversion_mapping_restored
 
 __all__ = [
     "CheckpointFormatError",
+    "ExpertSchemesError",
     "IncompleteCheckpointError",
     "LoadedModel",
+    "check_expert_schemes",
     "check_loading_info",
     "checkpoint_quant_method",
     "load_model",
@@ -165,6 +173,155 @@ def _no_kernel_is_an_export_error(path: str, method: str | None) -> Iterator[Non
         ) from None
 
 
+class ExpertSchemesError(IncompleteCheckpointError):
+    """transformers would decompress some MoE layer's experts with another config
+    group's scheme (a RuntimeError in its weight conversion): refused up front."""
+
+
+#: a per-expert linear module of the checkpoint: model.layers.L.mlp.experts.E.down_proj
+_PER_EXPERT = re.compile(r"^(?P<block>.*\.experts)\.\d+\.[^.]+$")
+_LAYER = re.compile(r"\blayers\.(\d+)\.")
+
+
+def _matches(name: str, target: str) -> bool:
+    if target.startswith("re:"):
+        return re.match(target[3:], name) is not None
+    return target == name
+
+
+def _group_of(name: str, qconfig: dict[str, Any]) -> str | None:
+    """The config group compressed-tensors gives a linear module (ignore first;
+    then an exact name, a ``re:`` target, the class ``Linear``, in that order)."""
+    if any(_matches(name, t) for t in qconfig.get("ignore") or []):
+        return None
+    groups = qconfig.get("config_groups") or {}
+    for kind in ("name", "re", "class"):
+        for key, group in groups.items():
+            for t in group.get("targets") or []:
+                hit = (
+                    (kind == "name" and not t.startswith("re:") and t == name)
+                    or (kind == "re" and t.startswith("re:") and _matches(name, t))
+                    or (kind == "class" and t == "Linear")
+                )
+                if hit:
+                    return str(key)
+    return None
+
+
+def _transformers_experts_group(qconfig: dict[str, Any]) -> str:
+    """The one group transformers 5.17 decompresses every layer's experts with
+    (``integrations/compressed_tensors.py::get_experts_scheme``)."""
+    groups = qconfig["config_groups"]
+    for key, group in groups.items():
+        targets = group.get("targets") or []
+        if any(t.startswith("re:") and "experts" in t for t in targets):
+            return str(key)
+    for key, group in groups.items():
+        if any(not t.startswith("re:") for t in group.get("targets", [])):
+            return str(key)
+    return str(next(iter(groups)))
+
+
+def _fuses_experts(model_type: object) -> bool:
+    """Whether transformers merges this family's per-expert tensors at load time
+    (only then does it use one experts scheme)."""
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        mapping = get_checkpoint_conversion_mapping(str(model_type)) or []
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return True
+    return any(
+        "experts" in str(getattr(conv, "source_patterns", "")) for conv in mapping
+    )
+
+
+def _layers(blocks: set[str]) -> str:
+    nums = sorted({int(m[1]) for b in blocks if (m := _LAYER.search(b))})
+    if not nums:
+        return ", ".join(sorted(blocks))
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+    return f"layer{'s' if len(nums) > 1 else ''} {text}"
+
+
+def check_expert_schemes(path: str | Path) -> None:
+    """Raise :class:`ExpertSchemesError` where transformers would read some MoE
+    layer's experts of this compressed-tensors checkpoint with another layer's
+    scheme: the experts are in several config groups of different schemes, or in
+    one group that is not the one transformers picks. Read from config.json and
+    the safetensors headers only (no weight is loaded); anything this check cannot
+    read is left to transformers."""
+    from transformers import __version__ as transformers_version
+
+    from vsraq_modifier.serving.checkpoint import (
+        CheckpointError,
+        read_tensor_shapes,
+        scheme_from_config_group,
+    )
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+        qconfig = config.get("quantization_config") or {}
+        if qconfig.get("quant_method") != "compressed-tensors":
+            return
+        groups = qconfig.get("config_groups")
+        if not isinstance(groups, dict) or not groups:
+            return
+        if not _fuses_experts(config.get("model_type")):
+            return
+        shapes = read_tensor_shapes(Path(path))
+    except (OSError, ValueError, AttributeError, CheckpointError):
+        return  # transformers names what it cannot read
+    blocks: dict[str, set[str]] = {}  # config group (None: unquantized) -> blocks
+    for tensor in shapes:
+        module, _, param = tensor.rpartition(".")
+        hit = _PER_EXPERT.match(module)
+        if hit and param in ("weight", "weight_packed"):
+            group = _group_of(module, qconfig)
+            blocks.setdefault(str(group), set()).add(hit["block"])
+    fmt = qconfig.get("format")
+    labels = {
+        str(k): scheme_from_config_group(g, fmt).label() for k, g in groups.items()
+    }
+    labels["None"] = "unquantized"
+    by_scheme: dict[str, set[str]] = {}
+    for group, found in blocks.items():
+        by_scheme.setdefault(labels[group], set()).update(found)
+    picked = _transformers_experts_group(qconfig)
+    if not by_scheme or set(by_scheme) == {"unquantized"}:
+        return
+    if set(by_scheme) == {labels[picked]}:
+        return
+    head = (
+        f"{path}: transformers {transformers_version} reads every MoE layer's "
+        "experts with one config group"
+    )
+    tail = (
+        f"; vLLM reads each layer's own (vsraq check-serving {path}); to evaluate "
+        "it on a CPU, reload AutoRound's fake export of the same run "
+        "(format='fake')"
+    )
+    if len(by_scheme) > 1:
+        shown = ", ".join(
+            f"{label} in {_layers(found)}" for label, found in sorted(by_scheme.items())
+        )
+        raise ExpertSchemesError(
+            f"{head}, and this compressed-tensors checkpoint has experts in "
+            f"{len(by_scheme)} groups ({shown}){tail}"
+        )
+    ((label, found),) = by_scheme.items()
+    raise ExpertSchemesError(
+        f"{head}, here {picked} ({labels[picked]}), and this compressed-tensors "
+        f"checkpoint's experts are in another ({label} in {_layers(found)}){tail}"
+    )
+
+
 def load_model(
     path: str | Path, *, dtype: str = "auto", device: str = "cpu"
 ) -> LoadedModel:
@@ -185,6 +342,7 @@ def load_model(
                 f"{path} is an auto_round-format checkpoint; loading it needs "
                 "auto-round: pip install 'auto-round==0.15.1'"
             ) from e
+    check_expert_schemes(path)
     want = resolve_dtype(dtype, device)
     with conversion_mapping_restored(), _no_kernel_is_an_export_error(path, method):
         model, info = AutoModelForCausalLM.from_pretrained(
