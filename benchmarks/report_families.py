@@ -252,6 +252,75 @@ def scatter(points: dict[str, list[tuple[float, float, float, str]]], out: Path)
     return out
 
 
+def refit_layer_plot(
+    groups: dict[tuple[str, str], list[dict]], out: Path
+) -> Path | None:
+    """Per-layer Jaccard of mse, vsraq and vsraq with the in-loop router re-fit,
+    on the seeds where the re-fit ran (one panel per model, budget and scheme)."""
+    from matplotlib.figure import Figure
+
+    panels = []
+    for (model, budget), cells in groups.items():
+        idx = _index(cells)
+        for s in SCHEMES:
+            seeds = sorted(sd for (m, sc, sd) in idx if m == "vsraq_refit" and sc == s)
+            if seeds:
+                panels.append((f"{model} {budget} {s}", idx, s, seeds))
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.2 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, idx, s, seeds) in zip(axes, panels):
+        for m in ("mse", "vsraq", "vsraq_refit"):
+            per: dict[int, list[float]] = defaultdict(list)
+            for sd in seeds:
+                c = idx.get((m, s, sd))
+                for lm in (c or {}).get("eval", {}).get("layers", []):
+                    per[lm["layer"]].append(lm["jaccard"])
+            layers = sorted(per)
+            ax.plot(layers, [statistics.fmean(per[i]) for i in layers],
+                    marker="o", label=m)
+        ax.set_title(f"{title} (seeds {', '.join(map(str, seeds))})", fontsize="small")
+        ax.set_xlabel("decoder layer")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Jaccard vs reference")
+    axes[-1].legend(fontsize="small")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def overturn_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The step cap's measurement, per model and budget: the share of the host's
+    step signs the routing terms overturned at each block's first step (before
+    the cap) and the factor the cap put on them, over the vsraq cells' blocks
+    with a look-ahead router and over the last block (none)."""
+    rows = [
+        "| model | budget | blocks | overturned, blocks with look-ahead (min / median / max) | factor (median) | overturned, last block (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (model, budget), cells in groups.items():
+        ahead, last, factor = [], [], []
+        for c in cells:
+            if c["method"] != "vsraq":
+                continue
+            blocks = [b for b in c.get("blocks", []) if b.get("cap")]
+            for b in blocks:
+                has_ahead = any("look-ahead" in k for k in b["agreement_after"])
+                (ahead if has_ahead else last).append(b["cap"][1])
+                if has_ahead:
+                    factor.append(b["cap"][0])
+        if not ahead:
+            continue
+        rows.append(
+            f"| {model} | {budget} | {len(ahead) + len(last)} | "
+            f"{100 * min(ahead):.1f} / {100 * statistics.median(ahead):.1f} / "
+            f"{100 * max(ahead):.1f} % | {statistics.median(factor):.3f} | "
+            + (f"{100 * statistics.median(last):.1f} % |" if last else "- |")
+        )
+    return rows
+
+
 def section(img: Path, out_dir: Path) -> list[str]:
     """The markdown of the two-family section (empty when no run exists)."""
     groups = {k: v for k, v in family_cells().items() if v}
@@ -300,6 +369,19 @@ def section(img: Path, out_dir: Path) -> list[str]:
             *target_rows(groups, "vsraq_unguarded"),
             "",
         ]
+    over = overturn_rows(groups)
+    if len(over) > 2:
+        lines += [
+            "### How much of the step the routing terms took",
+            "",
+            "At each block's first step, the share of the parameters AutoRound's "
+            "gradient moves whose SignSGD sign the routing terms overturned (before "
+            "the `max_flip_share` cap; the factor the cap then put on them), from "
+            "the `blocks` records of the vsraq cells:",
+            "",
+            *over,
+            "",
+        ]
     rows, points = correlation(groups)
     png = scatter(points, img / "routing_vs_quality.png")
     lines += [
@@ -316,4 +398,16 @@ def section(img: Path, out_dir: Path) -> list[str]:
         f"![routing_vs_quality]({png.relative_to(out_dir).as_posix()})",
         "",
     ]
+    layer_png = refit_layer_plot(groups, img / "layer_jaccard_refit.png")
+    if layer_png is not None:
+        lines += [
+            "### Per-layer routing with and without the router re-fit",
+            "",
+            "Jaccard per MoE layer of mse, vsraq and vsraq with the in-loop "
+            "re-fit (`router_refit: ridge`), on the seeds the re-fit ran "
+            "(`vsraq_refit` rows in the tables above).",
+            "",
+            f"![layer_jaccard_refit]({layer_png.relative_to(out_dir).as_posix()})",
+            "",
+        ]
     return lines
