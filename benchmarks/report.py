@@ -151,6 +151,12 @@ def render(
     for s in t.schemes:
         lines += [f"## {s}: {SCHEMES[s].description}", "", *main_table(t, s), ""]
     lines += [
+        "**This run is from before the safeguards** (`max_flip_share`, "
+        "`best_iteration: host`; docs/objective.md): its `vsraq` rows are "
+        "`vsraq_unguarded` in today's terms. vsraq with them, on both shipped "
+        'models and two budgets: section "Two model families, two calibration '
+        'budgets" below.',
+        "",
         "## The target (issue 6, part 5)",
         "",
         'vsraq against mse at equal bits and iterations. "No worse beyond seed '
@@ -168,7 +174,8 @@ def render(
     lines += ["", "## Jaccard per MoE layer (mean over seeds)", ""]
     for s in t.schemes:
         lines += [f"### {s}", "", *layer_table(t, s), ""]
-    variants = sweep_table(settings, "heldout", exclude=run_dir.name)
+    own = (run_dir.name, *report_families.FAMILY_RUNS.values())
+    variants = sweep_table(settings, "heldout", exclude=own)
     if variants:
         lines += [
             "## Variants on the held-out text",

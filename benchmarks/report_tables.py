@@ -240,6 +240,8 @@ def _options(settings: dict, cell: dict, main: dict | None = None) -> str:
         for k in TUNING_KEYS
         if main is not None and settings[k] != main[k]
     ]
+    if settings.get("model"):
+        tuning.insert(0, f"model={settings['model']}")
     if cell["method"] in ("mse", "rtn"):
         return ", ".join(tuning) or "-"
     opts = [f"{k}={v}" for k, v in settings["options"].items()]
@@ -267,20 +269,25 @@ def _runs(
 
 
 def sweep_table(
-    main_settings: dict, eval_text: str = "validation", exclude: str = ""
+    main_settings: dict, eval_text: str = "validation", exclude: tuple[str, ...] = ()
 ) -> list[str]:
     """Every cell of the runs evaluated on ``eval_text`` (the validation split:
     the tuning of the defaults; the held-out text: option variants beside the
     main run ``exclude``), with its disagreement relative to mse of the same
-    scheme, seed and tuning settings from a run of that text without options
-    (tuning settings other than ``main_settings``' are named in the row)."""
+    scheme, seed, model and tuning settings from a run of that text without
+    options (tuning settings other than ``main_settings``' are named in the
+    row); runs named in ``exclude`` are left out (the main run, and the runs
+    with a section of their own)."""
     rows, mse = [], {}
     for name, st, cells in _runs(timing=False, eval_text=eval_text):
-        setting = tuple(st[k] for k in TUNING_KEYS) + (st["eval_tokens"],)
+        setting = tuple(st[k] for k in TUNING_KEYS) + (
+            st["eval_tokens"],
+            st.get("model"),
+        )
         for c in cells:
             if c["method"] == "mse" and not st["options"]:
                 mse.setdefault((c["scheme"], c["seed"], setting), c)
-            if name != exclude:
+            if name not in exclude:
                 rows.append((name, st, setting, c))
     if not rows:
         return []
