@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tests.helpers.shipped import load_shipped
+
 from vsraq_modifier import data
 from vsraq_modifier.routers.registry import find_routers
 
@@ -40,13 +42,7 @@ def test_weights_bf16() -> None:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(MODEL, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        MODEL, local_files_only=True, dtype=torch.float32
-    ).eval()
-    return tok, model
+    return load_shipped(MODEL)
 
 
 def test_config_is_deepseek_v3_and_servable_widths(shipped) -> None:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tests.helpers.shipped import load_shipped
+
 DATA = Path(__file__).resolve().parents[2] / "vsraq_modifier" / "data"
 MODEL = DATA / "model"
 MAX_BYTES = 40 * 1024 * 1024
@@ -37,13 +39,7 @@ def test_weights_are_bf16() -> None:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(MODEL, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        MODEL, local_files_only=True, dtype=torch.float32
-    ).eval()
-    return tok, model
+    return load_shipped(MODEL)
 
 
 def test_config_is_a_real_moe(shipped) -> None:
