@@ -250,7 +250,7 @@ def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
     starts to pass through, update the docs and the --help text."""
     from llmcompressor import oneshot
 
-    from vsraq_modifier.metrics.loading import load_model
+    from vsraq_modifier.metrics.loading import ExpertSchemesError, load_model
 
     model_dir, out = _allocate(tmp_path, "qwen3_moe", unit="expert", bits="3.8")
     alloc = json.loads((out / "allocation.json").read_text())
@@ -273,8 +273,16 @@ def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
     with torch.no_grad():
         expected = model(ids).logits
     model.save_pretrained(tmp_path / "ct", save_compressed=True)
-    reloaded = load_model(tmp_path / "ct").model
+    # transformers reloads it without a word, with the wrong experts ...
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ct", dtype=torch.float32
+    )
     assert not torch.allclose(reloaded(ids).logits, expected, atol=1e-2)
+    # ... so the project's loader refuses it in one line
+    with pytest.raises(ExpertSchemesError, match="experts in 2 groups"):
+        load_model(tmp_path / "ct")
 
 
 def test_autoround_cli_takes_the_layer_config_text(allocations, tmp_path):
