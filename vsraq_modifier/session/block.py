@@ -79,6 +79,12 @@ class Phase(enum.Enum):
     TUNE = "tune"  # tuning forward: the record feeds the next step_loss
 
 
+def _distributed() -> bool:
+    """Several torch.distributed processes (the host wraps blocks in DDP)."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _floats(terms: dict | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in (terms or {}).items()}
 
@@ -290,15 +296,15 @@ class BlockSession:
         if not params or not host.requires_grad or not extra.requires_grad:
             self.cap = FlipCap(1.0, 0.0, 0.0)
             return
+        if _distributed():
+            # DDP (AutoRound's multi-process path) supports backward() only:
+            # torch.autograd.grad on its graph corrupts the gradient all-reduce
+            # (measured: two-rank runs parted from one process in layer 0)
+            self.cap = FlipCap(1.0, float("nan"), float("nan"))
+            return
         gh = torch.autograd.grad(host, params, retain_graph=True, allow_unused=True)
         gr = torch.autograd.grad(extra, params, retain_graph=True, allow_unused=True)
-        cap = flip_cap_scale(gh, gr, params, self.max_flip_share)
-        reduce = getattr(self.objective, "reduce", None)
-        if reduce is not None:  # several processes: every rank the same factor
-            found = [cap.scale, cap.before, cap.after]
-            mean = reduce(torch.tensor(found, dtype=torch.float64))
-            cap = FlipCap(*(float(v) for v in mean.tolist()))
-        self.cap = cap
+        self.cap = flip_cap_scale(gh, gr, params, self.max_flip_share)
 
     def _value(self, host: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """The step's loss: gradient of host + extra; value host + extra, or the
