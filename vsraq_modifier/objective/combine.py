@@ -29,7 +29,13 @@ from vsraq_modifier.objective.set_nll import set_nll_term
 from vsraq_modifier.objective.structure import structure_term
 from vsraq_modifier.objective.value import value_term
 
-__all__ = ["routing_terms", "term_weights", "BlockObjective", "mean_over_ranks"]
+__all__ = [
+    "routing_terms",
+    "term_weights",
+    "BlockObjective",
+    "mean_over_ranks",
+    "world_size",
+]
 
 #: a mean over the processes of a float64 vector, the same result on every rank
 Reduce = Callable[[Tensor], Tensor]
@@ -38,14 +44,21 @@ Reduce = Callable[[Tensor], Tensor]
 _HOST = (-1, "host")
 
 
+def world_size() -> int:
+    """The ``torch.distributed`` processes of this run (1 without a group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
+
+
 def mean_over_ranks(values: Tensor) -> Tensor:
     """``values`` averaged over the ``torch.distributed`` ranks (one all-reduce);
     ``values`` itself without a process group or with one process."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    world = dist.get_world_size()
+    world = world_size()
     if world == 1:
         return values
     device = torch.device("cpu")

@@ -48,6 +48,7 @@ from vsraq_modifier.objective import (
     RouterPair,
     flip_cap_scale,
 )
+from vsraq_modifier.objective.combine import world_size
 from vsraq_modifier.refit import RefitOptions, RefitResult, apply_fit, refit_router
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routing import RouterSpec
@@ -77,12 +78,6 @@ class Phase(enum.Enum):
     REFERENCE = "reference"  # full-precision forward: records are stored
     MEASURE = "measure"  # agreement pass: records are compared, not kept
     TUNE = "tune"  # tuning forward: the record feeds the next step_loss
-
-
-def _distributed() -> bool:
-    """Several torch.distributed processes (the host wraps blocks in DDP)."""
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _floats(terms: dict | None) -> dict[str, float]:
@@ -296,7 +291,7 @@ class BlockSession:
         if not params or not host.requires_grad or not extra.requires_grad:
             self.cap = FlipCap(1.0, 0.0, 0.0)
             return
-        if _distributed():
+        if world_size() > 1:  # the host wraps blocks in DDP
             # DDP (AutoRound's multi-process path) supports backward() only:
             # torch.autograd.grad on its graph corrupts the gradient all-reduce
             # (measured: two-rank runs parted from one process in layer 0)
