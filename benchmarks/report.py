@@ -39,6 +39,7 @@ from report_tables import (  # noqa: E402
 from run import DEFAULTS, RUNS, run_id_of  # noqa: E402
 
 import report_families  # noqa: E402
+import report_refit  # noqa: E402
 
 from vsraq_modifier.runs import SCHEMES  # noqa: E402
 
@@ -219,6 +220,7 @@ def render(
         ]
     img = images[0].parent if images else ROOT / "docs" / "img"
     lines += report_families.section(img, out.parent)
+    lines += report_refit.section(img, out.parent)
     lines += ["## Plots", ""]
     for p in images:
         lines.append(f"![{p.stem}]({p.relative_to(out.parent).as_posix()})")

@@ -28,7 +28,8 @@ BUDGETS = {
 }
 MODELS = {"qwen3_moe": None, "deepseek_v3": "deepseek_v3"}
 EVAL_TOKENS = 16384
-SCHEMES = ("W4A16G64", "W2A16G64")
+#: the schemes reported, in this order (a group appears only where cells ran)
+SCHEMES = ("W4A16G64", "W3A16", "W2A16G64", "NVFP4")
 
 
 def settings(model: str, budget: str) -> dict:
@@ -90,7 +91,7 @@ def _paired(idx: dict, method: str, scheme: str, key) -> list[tuple[float, float
 
 
 def _ratio(pairs: list[tuple[float, float]]) -> str:
-    r = [a / b for a, b in pairs if b]
+    r = [a / b for a, b in pairs if b and math.isfinite(a / b)]
     return _pm(r, 2) + "x" if r else "-"
 
 
@@ -99,14 +100,18 @@ def _delta(pairs: list[tuple[float, float]], digits: int) -> str:
     return (("+" if _stats(d)[0] >= 0 else "") + _pm(d, digits)) if d else "-"
 
 
+def _rss(c: dict) -> float:
+    return c.get("peak_rss_quant_mb", math.nan)
+
+
 def group_table(cells: list[dict], scheme: str) -> list[str]:
     """One (model, budget, scheme): every method against mse, paired by seed."""
     idx = _index(cells)
     methods = [m for m in METHODS if any(k[0] == m and k[1] == scheme for k in idx)]
     rows = [
         "| method | seeds | disagreement | vs mse | perplexity | Δ ppl vs mse | "
-        "oracle ppl | KL | Δ KL vs mse | CPU time vs mse |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "oracle ppl | KL | Δ KL vs mse | CPU time vs mse | peak memory vs mse |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         mine = [c for (mm, sc, _), c in sorted(idx.items()) if mm == m and sc == scheme]
@@ -118,9 +123,15 @@ def group_table(cells: list[dict], scheme: str) -> list[str]:
             f"{_pm([c['eval']['oracle_perplexity'] for c in mine], 3)} | "
             f"{_pm([kl(c) for c in mine], 5)} | "
             f"{_delta(_paired(idx, m, scheme, kl), 5)} | "
-            f"{_ratio(_paired(idx, m, scheme, qcpu))} |"
+            f"{_ratio(_paired(idx, m, scheme, qcpu))} | "
+            f"{_ratio(_paired(idx, m, scheme, _rss))} |"
         )
     return rows
+
+
+def _sd(value: float, digits: int) -> str:
+    """A standard deviation, or '-' where one seed gives none."""
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _no_worse(pairs: list[tuple[float, float]], base: list[float]) -> bool | None:
@@ -156,8 +167,8 @@ def target_rows(
             sd_k = statistics.stdev([b for _, b in k]) if len(k) > 1 else math.nan
             rows.append(
                 f"| {model} | {budget} | {s} | {ratio:.2f}x | "
-                f"{statistics.fmean(a - b for a, b in p):+.3f} (sd {sd_p:.3f}) | "
-                f"{statistics.fmean(a - b for a, b in k):+.5f} (sd {sd_k:.5f}) | "
+                f"{statistics.fmean(a - b for a, b in p):+.3f} (sd {_sd(sd_p, 3)}) | "
+                f"{statistics.fmean(a - b for a, b in k):+.5f} (sd {_sd(sd_k, 5)}) | "
                 f"{'yes' if met else 'no'} |"
             )
     return rows
@@ -252,44 +263,6 @@ def scatter(points: dict[str, list[tuple[float, float, float, str]]], out: Path)
     return out
 
 
-def refit_layer_plot(
-    groups: dict[tuple[str, str], list[dict]], out: Path
-) -> Path | None:
-    """Per-layer Jaccard of mse, vsraq and vsraq with the in-loop router re-fit,
-    on the seeds where the re-fit ran (one panel per model, budget and scheme)."""
-    from matplotlib.figure import Figure
-
-    panels = []
-    for (model, budget), cells in groups.items():
-        idx = _index(cells)
-        for s in SCHEMES:
-            seeds = sorted(sd for (m, sc, sd) in idx if m == "vsraq_refit" and sc == s)
-            if seeds:
-                panels.append((f"{model} {budget} {s}", idx, s, seeds))
-    if not panels:
-        return None
-    fig = Figure(figsize=(4.2 * len(panels), 4), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, idx, s, seeds) in zip(axes, panels):
-        for m in ("mse", "vsraq", "vsraq_refit"):
-            per: dict[int, list[float]] = defaultdict(list)
-            for sd in seeds:
-                c = idx.get((m, s, sd))
-                for lm in (c or {}).get("eval", {}).get("layers", []):
-                    per[lm["layer"]].append(lm["jaccard"])
-            layers = sorted(per)
-            ax.plot(layers, [statistics.fmean(per[i]) for i in layers],
-                    marker="o", label=m)
-        ax.set_title(f"{title} (seeds {', '.join(map(str, seeds))})", fontsize="small")
-        ax.set_xlabel("decoder layer")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Jaccard vs reference")
-    axes[-1].legend(fontsize="small")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
-
-
 def overturn_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
     """The step cap's measurement, per model and budget: the share of the host's
     step signs the routing terms overturned at each block's first step (before
@@ -360,6 +333,14 @@ def section(img: Path, out_dir: Path) -> list[str]:
         *target_rows(groups),
         "",
     ]
+    if any(c["method"] == "vsraq_refit" for cs in groups.values() for c in cs):
+        lines += [
+            "The same check for `vsraq_refit` (vsraq with its safeguards and the "
+            "in-loop router re-fit, `router_refit: ridge`):",
+            "",
+            *target_rows(groups, "vsraq_refit"),
+            "",
+        ]
     if any(c["method"] == "vsraq_unguarded" for cs in groups.values() for c in cs):
         lines += [
             "The same check for `vsraq_unguarded` (both safeguards off: the kept "
@@ -398,16 +379,4 @@ def section(img: Path, out_dir: Path) -> list[str]:
         f"![routing_vs_quality]({png.relative_to(out_dir).as_posix()})",
         "",
     ]
-    layer_png = refit_layer_plot(groups, img / "layer_jaccard_refit.png")
-    if layer_png is not None:
-        lines += [
-            "### Per-layer routing with and without the router re-fit",
-            "",
-            "Jaccard per MoE layer of mse, vsraq and vsraq with the in-loop "
-            "re-fit (`router_refit: ridge`), on the seeds the re-fit ran "
-            "(`vsraq_refit` rows in the tables above).",
-            "",
-            f"![layer_jaccard_refit]({layer_png.relative_to(out_dir).as_posix()})",
-            "",
-        ]
     return lines

@@ -1,0 +1,89 @@
+"""benchmarks/report_refit.py: the router re-alignment targets and the safeguard
+check from synthetic cells (docs/results.md reports both)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import report_refit as rr  # noqa: E402
+
+
+def cell(method, seed, *, dis, ppl, kl, scheme="W4A16G64", cpu=1.0, oracle=None,
+         layers=(), refit=None):
+    return {
+        "method": method,
+        "scheme": scheme,
+        "seed": seed,
+        "eval": {
+            "mean_jaccard": 1.0 - dis,
+            "perplexity": ppl,
+            "oracle_perplexity": ppl if oracle is None else oracle,
+            "reference_perplexity": 50.0,
+            "kl": kl,
+            "layers": [{"layer": i, "jaccard": j} for i, j in layers],
+        },
+        "quantization": {"seconds": cpu, "cpu_seconds": cpu},
+        "peak_rss_quant_mb": 1000.0,
+        "blocks": [{"refit": refit}] if refit else [],
+    }
+
+
+def _group(refit_dis: float, refit_cpu: float = 1.1, scheme="W4A16G64") -> list[dict]:
+    cells = []
+    for seed, noise in enumerate((0.0, 0.1, -0.1)):
+        cells.append(cell("mse", seed, dis=0.10, ppl=52.0 + noise, kl=0.01,
+                          scheme=scheme, oracle=51.0 + noise))
+        cells.append(cell("vsraq", seed, dis=0.09, ppl=52.0 + noise, kl=0.01,
+                          scheme=scheme))
+        cells.append(cell("vsraq_refit", seed, dis=refit_dis, ppl=51.5 + noise,
+                          kl=0.01, scheme=scheme, cpu=refit_cpu))
+    return cells
+
+
+def _row(rows: list[str], method: str) -> str:
+    return next(r for r in rows if f"| {method} |" in r)
+
+
+def test_routing_target_met_and_missed() -> None:
+    met = _row(rr.target_rows({("qwen3_moe", "small"): _group(0.05)}), "vsraq_refit")
+    assert "| 0.50x (<= 0.60x) | 0.56x |" in met and met.endswith("| yes |")
+    missed = _row(rr.target_rows({("qwen3_moe", "small"): _group(0.08)}), "vsraq_refit")
+    assert "0.80x (<= 0.60x)" in missed and missed.endswith("| no |")
+
+
+def test_time_over_the_target_fails() -> None:
+    row = _row(rr.target_rows({("qwen3_moe", "small"): _group(0.05, refit_cpu=1.3)}),
+               "vsraq_refit")
+    assert "| 1.30x |" in row and row.endswith("| no |")
+
+
+def test_nvfp4_needs_half_of_the_oracle_gain() -> None:
+    # mse's oracle gain is 1.0 perplexity; the re-fit recovers 0.5 of it
+    row = _row(rr.target_rows({("qwen3_moe", "small"): _group(0.05, scheme="NVFP4")}),
+               "vsraq_refit")
+    assert "| 0.50 | yes |" in row
+    no_gain = {
+        ("mse", "NVFP4", 0): cell("mse", 0, dis=.1, ppl=52, kl=.01, oracle=52.5),
+        ("vsraq_refit", "NVFP4", 0): cell("vsraq_refit", 0, dis=.1, ppl=51, kl=.01),
+    }
+    assert math.isnan(rr.oracle_recovered(no_gain, "vsraq_refit", "NVFP4")[0])
+
+
+def test_safeguard_counts_routers_and_held_out_layers() -> None:
+    fitted = ("fit error 1e-05 -> 5e-06, held-aside Jaccard 0.9800 -> 0.9850 "
+              "(1000 tokens): re-fitted")
+    kept = ("fit error 1e-05 -> 9e-06, held-aside Jaccard 0.9800 -> 0.9790 "
+            "(1000 tokens): kept the original")
+    cells = [
+        cell("mse", 0, dis=.1, ppl=52, kl=.01),
+        cell("vsraq", 0, dis=.1, ppl=52, kl=.01, layers=[(0, 0.95), (1, 0.90)]),
+        cell("vsraq_refit", 0, dis=.1, ppl=52, kl=.01,
+             layers=[(0, 0.96), (1, 0.89)], refit={"L0": fitted, "L1": kept}),
+    ]
+    row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
+    assert row == ("| qwen3_moe | small | vsraq_refit | 1 / 1 | +0.0050 | 1 of 2 "
+                   "| 0.0100 |")
