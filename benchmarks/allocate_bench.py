@@ -41,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from allocate_report import report, stored_measurement  # noqa: E402
+from allocate_report import report, stored_measurement, summary  # noqa: E402
 
 SCHEMES = "W2A16G64,W4A16@64"
 BUDGETS = (3.0, 2.5)
@@ -427,6 +427,8 @@ def main() -> int:
     run = Path(args.run)
     if args.report:
         print(report(run))
+        print("\nOver seeds, and the targets:\n")
+        print(summary(run))
         return 0
     run.mkdir(parents=True, exist_ok=True)
     # AutoScheme first: its time on this model decides what else fits

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["report", "spread", "stored_measurement"]
+__all__ = ["report", "spread", "stored_measurement", "summary"]
 
 
 def stored_measurement(m: dict):
@@ -116,3 +116,109 @@ def spread(run: Path) -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+def _steps(run: Path) -> dict[tuple[str, str], dict[int, dict]]:
+    """(variant, method) -> {seed: step}, of the finished quantization steps."""
+    out: dict[tuple[str, str], dict[int, dict]] = {}
+    for path in sorted(run.glob("q-*.json")):
+        d = json.loads(path.read_text())
+        key = (d["variant"], d.get("method", "mse"))
+        out.setdefault(key, {})[d.get("seed", 0)] = d
+    return out
+
+
+def _gap(d: dict) -> float:
+    o = d["eval"]["overall"]
+    return o["perplexity"] - o["reference_perplexity"]
+
+
+def _pm(xs: list[float], digits: int) -> str:
+    import statistics
+
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.fmean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def summary(run: Path) -> str:
+    """Mean ± standard deviation over seeds per variant and quantizer, and the
+    issue's targets: the perplexity gap to the reference at most 0.8x
+    AutoScheme's at the same budget and quantizer (paired by seed), no domain's
+    perplexity worse than the nearest uniform scheme's (W2A16G64, the uniform
+    scheme below both budgets), and the measurement's time against one mse
+    quantization."""
+    import statistics
+
+    ref = json.loads((run / "reference.json").read_text())["domains"]
+    names = list(ref)
+    steps = _steps(run)
+    lines = [
+        "| variant | quantizer | seeds | avg bits | ppl - ref | "
+        + " | ".join(f"ppl {n}" for n in names)
+        + " | KL | 1-J | quantize CPU s |",
+        "|---|---|---|---|---|" + "---|" * len(names) + "---|---|---|",
+    ]
+    for (variant, method), by_seed in sorted(steps.items()):
+        ds = [by_seed[s] for s in sorted(by_seed)]
+        lines.append(
+            f"| {variant} | {method} | {len(ds)} | {ds[0]['average_bits']:.4f} | "
+            f"{_pm([_gap(d) for d in ds], 3)} | "
+            + " | ".join(
+                _pm([d["eval"]["domains"][n]["perplexity"] for d in ds], 3)
+                for n in names
+            )
+            + f" | {_pm([d['eval']['overall']['kl'] for d in ds], 5)} | "
+            f"{_pm([d['eval']['overall']['disagreement'] for d in ds], 4)} | "
+            f"{statistics.fmean(d['quantize_cpu_seconds'] for d in ds):.0f} |"
+        )
+    target = [
+        "",
+        "| budget | quantizer | allocation | seeds | gap / AutoScheme's gap (<= 0.8x) "
+        "| domains worse than uniform W2A16G64 | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    budgets = sorted({v.split("-", 1)[1] for v, _ in steps if v.startswith("alloc-")})
+    methods = sorted({m for _, m in steps})
+    for b in budgets:
+        for m in methods:
+            auto = steps.get((f"autoscheme-{b}", m), {})
+            uni = steps.get(("uniform-W2A16G64", m), {})
+            for v in (f"alloc-{b}", f"ealloc-{b}"):
+                mine = steps.get((v, m), {})
+                seeds = sorted(set(mine) & set(auto))
+                if not seeds:
+                    continue
+                ratio = statistics.fmean(_gap(mine[s]) for s in seeds) / statistics.fmean(
+                    _gap(auto[s]) for s in seeds
+                )
+                both = sorted(set(mine) & set(uni))
+                worse = [
+                    n for n in names
+                    if both and statistics.fmean(
+                        mine[s]["eval"]["domains"][n]["perplexity"] for s in both
+                    ) > statistics.fmean(
+                        uni[s]["eval"]["domains"][n]["perplexity"] for s in both
+                    )
+                ]
+                met = ratio <= 0.8 and not worse and bool(both)
+                target.append(
+                    f"| {b} | {m} | {v} | {len(seeds)} | {ratio:.3f}x | "
+                    f"{', '.join(worse) if worse else ('none' if both else '-')} | "
+                    f"{'yes' if met else 'no'} |"
+                )
+    tail = []
+    mse_cpu = [d["quantize_cpu_seconds"]
+               for (v, m), by in steps.items() if m == "mse" and v.startswith("uniform-")
+               for d in by.values()]
+    for name in ("measure", "measure-expert"):
+        if (run / f"{name}.json").exists() and mse_cpu:
+            cpu = json.loads((run / f"{name}.json").read_text())["cpu_seconds"]
+            tail.append(
+                f"{name}: {cpu:.0f} CPU s = {cpu / statistics.fmean(mse_cpu):.2f}x one "
+                f"uniform mse quantization here (mean {statistics.fmean(mse_cpu):.0f} "
+                f"CPU s over {len(mse_cpu)} steps)"
+            )
+    return "\n".join(lines + target) + ("\n\n" + "\n\n".join(tail) if tail else "")

@@ -44,6 +44,33 @@ import report_refit  # noqa: E402
 from vsraq_modifier.runs import SCHEMES  # noqa: E402
 
 
+def allocate_section() -> list[str]:
+    """The mixed-precision benchmark (benchmarks/allocate_bench.py), when it ran."""
+    from allocate_report import summary
+
+    run = ROOT / "benchmarks" / "runs" / "allocate-it25-n32-e4096"
+    if not (run / "reference.json").exists():
+        return []
+    return [
+        "## Mixed precision: `vsraq allocate` against AutoScheme and uniform schemes",
+        "",
+        "The shipped Qwen3-MoE model; candidates W2A16G64 and W4A16@64; budgets "
+        "3.0 and 2.5 average bits; each variant quantized by AutoRound (25 "
+        "iterations, 32 x 256 calibration tokens) with its own loss (`mse`) and "
+        "with the VSRAQ loss (`vsraq`), seeds 0-2 where they ran; 4096 held-out "
+        "tokens per domain. Variants and what they mean: docs/allocate.md. "
+        "Commands (resumable):",
+        "",
+        "```",
+        "nice -n 10 python benchmarks/allocate_bench.py --methods mse,vsraq --seeds 0,1,2",
+        "python benchmarks/allocate_bench.py --report",
+        "```",
+        "",
+        summary(run),
+        "",
+    ]
+
+
 def plots(t: Table, img: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
@@ -221,6 +248,7 @@ def render(
     img = images[0].parent if images else ROOT / "docs" / "img"
     lines += report_families.section(img, out.parent)
     lines += report_refit.section(img, out.parent)
+    lines += allocate_section()
     lines += ["## Plots", ""]
     for p in images:
         lines.append(f"![{p.stem}]({p.relative_to(out.parent).as_posix()})")
