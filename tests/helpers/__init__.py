@@ -6,5 +6,6 @@ importlib mode with the repository root on ``sys.path``; see pyproject.toml):
 - ``llmcompressor``: tiny checkpoints, schemes and ``oneshot`` for llm-compressor
 - ``routers``: randomised routers and the exact-decision check of ``route()``
 - ``objective``: router specs and prepared pairs of the objective tests
+- ``allocate``: ``vsraq allocate`` runs, their recipe and layer config via the hosts
 - ``fixtures``: the host tests' fixtures (imported by the conftests that use them)
 """

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers.allocate import allocate, autoround, oneshot_save, write_recipe
 from tests.helpers.checkpoints import make_text, make_tokenizer, save_checkpoint
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
@@ -34,35 +35,8 @@ def _allocate(
     model_dir = tmp / f"{family}-model"
     if not model_dir.exists():
         save_checkpoint(tiny_model(family, **SHAPES[family]), model_dir)
-    files = []
-    for i, name in enumerate(("code", "prose")):
-        f = tmp / f"{name}.txt"
-        f.write_text(make_text(96, seed=i))
-        files += ["--dataset", f"{name}={f}"]
     out = tmp / f"{family}-{unit}-alloc"
-    rc = main(
-        [
-            "allocate",
-            "--model",
-            str(model_dir),
-            *files,
-            "--avg-bits",
-            bits,
-            "--schemes",
-            SCHEMES,
-            "--unit",
-            unit,
-            "--seq-len",
-            "16",
-            "--max-tokens",
-            "32",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert rc == 0
-    return model_dir, out
+    return model_dir, allocate(model_dir, tmp, out, bits, SCHEMES, "--unit", unit)
 
 
 @pytest.fixture(scope="module")
@@ -125,32 +99,14 @@ def test_outputs_and_one_scheme_per_moe_layer(allocations, family):
 
 
 def test_autoround_quantizes_with_the_layer_config(allocations, tmp_path):
-    from auto_round import AutoRound
-
     from vsraq_modifier.metrics.loading import load_model
 
     model_dir, out = allocations["qwen3_moe"]
     alloc = json.loads((out / "allocation.json").read_text())
     want = {u["name"]: int(u["scheme"][1]) for u in alloc["units"]}
     assert len(set(want.values())) == 2  # the budget mixes both schemes
-    model = load_model(model_dir, dtype="float32").model
     ids = make_tokenizer()(make_text(64, seed=3))["input_ids"]
-    samples = [
-        torch.tensor(ids[i * 16 : (i + 1) * 16]).reshape(1, 16) for i in range(2)
-    ]
-    ar = AutoRound(
-        model,
-        make_tokenizer(),
-        scheme="W4A16",
-        layer_config=json.loads((out / "layer_config.json").read_text()),
-        iters=0,
-        nsamples=2,
-        seqlen=16,
-        batch_size=1,
-        dataset=samples,
-        device_map="cpu",
-        enable_torch_compile=False,
-    )
+    ar = autoround(model_dir, out)
     ar.quantize_and_save(str(tmp_path / "ar"), format="auto_round")
     seen = {}
     for name, m in ar.model.named_modules():
@@ -172,27 +128,11 @@ def test_autoround_quantizes_with_the_layer_config(allocations, tmp_path):
 def test_oneshot_runs_the_recipe_and_the_checkpoint_reloads(
     allocations, tmp_path, capsys, family, modifier
 ):
-    from llmcompressor import oneshot
-
     from vsraq_modifier.metrics.loading import load_model
 
     model_dir, out = allocations[family]
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    args = recipe["quant_stage"]["quant_modifiers"].pop("VSRAQModifier")
-    if modifier == "VSRAQModifier":
-        args["iters"] = 2
-    else:
-        for key in ("iters", "enable_torch_compile", "loss"):
-            args.pop(key)
-    recipe["quant_stage"]["quant_modifiers"][modifier] = args
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    model = load_model(model_dir, dtype="float32").model
-    _oneshot(oneshot, model, path)
-    ids = torch.tensor([make_tokenizer()(make_text(16, seed=5))["input_ids"]])
-    with torch.no_grad():
-        expected = model(ids).logits
-    model.save_pretrained(tmp_path / "ct", save_compressed=True)
+    recipe = write_recipe(out, tmp_path / "recipe.yaml", modifier)
+    ids, expected = oneshot_save(model_dir, recipe, tmp_path / "ct")
     reloaded = load_model(tmp_path / "ct").model
     assert torch.allclose(reloaded(ids).logits, expected, atol=1e-4)
     _check_serving_agrees(capsys, tmp_path / "ct", out)
@@ -226,30 +166,11 @@ def _check_serving_agrees(capsys, ckpt: Path, out: Path) -> None:
     assert "verdict: NOT servable by default: needs an optional kernel" in text
 
 
-def _oneshot(oneshot, model, recipe: Path) -> None:
-    from datasets import Dataset
-
-    tok = make_tokenizer()
-    ids = [tok(make_text(16, seed=s))["input_ids"] for s in range(2)]
-    data = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 16] * 2})
-    oneshot(
-        model=model,
-        processor=tok,
-        dataset=data,
-        recipe=str(recipe),
-        num_calibration_samples=2,
-        max_seq_length=16,
-        shuffle_calibration_samples=False,
-    )
-
-
 def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
     """What docs/allocate.md says about --unit expert: llm-compressor writes the
     per-expert schemes, but transformers 5.17 rebuilds each layer's fused experts
     with one scheme, so the reloaded logits are not the quantized model's. If this
     starts to pass through, update the docs and the --help text."""
-    from llmcompressor import oneshot
-
     from vsraq_modifier.metrics.loading import ExpertSchemesError, load_model
 
     model_dir, out = _allocate(tmp_path, "qwen3_moe", unit="expert", bits="3.8")
@@ -260,19 +181,8 @@ def test_per_expert_schemes_do_not_reload_in_transformers(tmp_path):
             per_layer.setdefault(u["layer"], set()).add(u["scheme"])
     assert any(len(s) > 1 for s in per_layer.values())  # mixed inside a layer
     assert any("not servable by vLLM" in n for n in alloc["serving"])
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    args = recipe["quant_stage"]["quant_modifiers"].pop("VSRAQModifier")
-    for key in ("iters", "enable_torch_compile", "loss"):
-        args.pop(key)
-    recipe["quant_stage"]["quant_modifiers"]["QuantizationModifier"] = args
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    model = load_model(model_dir, dtype="float32").model
-    _oneshot(oneshot, model, path)
-    ids = torch.tensor([make_tokenizer()(make_text(16, seed=5))["input_ids"]])
-    with torch.no_grad():
-        expected = model(ids).logits
-    model.save_pretrained(tmp_path / "ct", save_compressed=True)
+    recipe = write_recipe(out, tmp_path / "recipe.yaml")
+    ids, expected = oneshot_save(model_dir, recipe, tmp_path / "ct")
     # transformers reloads it without a word, with the wrong experts ...
     from transformers import AutoModelForCausalLM
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from tests.helpers.allocate import allocate, autoround, oneshot_save, write_recipe
 from tests.helpers.checkpoints import make_text, make_tokenizer, save_checkpoint
 from vsraq_modifier.cli import main
 from vsraq_modifier.testing import tiny_model
@@ -75,33 +75,7 @@ def _allocate(tmp: Path, budget: str) -> tuple[Path, Path]:
     model_dir = tmp / "model"
     if not model_dir.exists():
         save_checkpoint(tiny_model("qwen3_moe", **DIMS), model_dir)
-    files = []
-    for i, name in enumerate(("code", "prose")):
-        f = tmp / f"{name}.txt"
-        f.write_text(make_text(96, seed=i))
-        files += ["--dataset", f"{name}={f}"]
-    out = tmp / f"alloc-{budget}"
-    rc = main(
-        [
-            "allocate",
-            "--model",
-            str(model_dir),
-            *files,
-            "--avg-bits",
-            budget,
-            "--schemes",
-            SCHEMES,
-            "--seq-len",
-            "16",
-            "--max-tokens",
-            "32",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert rc == 0
-    return model_dir, out
+    return model_dir, allocate(model_dir, tmp, tmp / f"alloc-{budget}", budget, SCHEMES)
 
 
 def _bits(out: Path) -> dict[str, int]:
@@ -116,33 +90,12 @@ def allocation(tmp_path_factory) -> tuple[Path, Path]:
     return model_dir, out
 
 
-def _samples() -> list[torch.Tensor]:
-    ids = make_tokenizer()(make_text(64, seed=3))["input_ids"]
-    return [torch.tensor(ids[i * 16 : (i + 1) * 16]).reshape(1, 16) for i in range(2)]
-
-
 @pytest.fixture(scope="module")
 def autoround_export(allocation, tmp_path_factory) -> dict[str, Path]:
     """One AutoRound run (iters=0) saved twice: ``fake`` (dequantized weights) and
     ``llm_compressor`` (compressed-tensors pack-quantized)."""
-    from auto_round import AutoRound
-
-    from vsraq_modifier.metrics.loading import load_model
-
     model_dir, out = allocation
-    ar = AutoRound(
-        load_model(model_dir, dtype="float32").model,
-        make_tokenizer(),
-        scheme="W4A16",
-        layer_config=json.loads((out / "layer_config.json").read_text()),
-        iters=0,
-        nsamples=2,
-        seqlen=16,
-        batch_size=1,
-        dataset=_samples(),
-        device_map="cpu",
-        enable_torch_compile=False,
-    )
+    ar = autoround(model_dir, out)
     root = tmp_path_factory.mktemp("ar-export")
     ar.quantize_and_save(str(root), format="fake,llm_compressor")
     dirs = {p.parent.name: p.parent for p in root.rglob("config.json")}
@@ -320,22 +273,9 @@ def test_oneshot_with_the_recipe_saves_and_check_serving_judges_it(
     ``oneshot``, ``save_compressed``: the same groups per layer, the same verdict,
     and the same transformers reload failure (its regex targets name the experts,
     so transformers takes the first such group for every layer)."""
-    from llmcompressor import oneshot
-
-    from tests.integration.test_allocate import _oneshot
-    from vsraq_modifier.metrics.loading import load_model
-
     model_dir, out = allocation
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    args = recipe["quant_stage"]["quant_modifiers"].pop("VSRAQModifier")
-    for key in ("iters", "enable_torch_compile", "loss"):
-        args.pop(key)
-    recipe["quant_stage"]["quant_modifiers"]["QuantizationModifier"] = args
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    model = load_model(model_dir, dtype="float32").model
-    _oneshot(oneshot, model, path)
-    model.save_pretrained(tmp_path / "ct", save_compressed=True)
+    recipe = write_recipe(out, tmp_path / "recipe.yaml")
+    oneshot_save(model_dir, recipe, tmp_path / "ct")
     _check_groups(tmp_path / "ct")
     _check_verdict(capsys, tmp_path / "ct")
     _refused(tmp_path / "ct", TWO_GROUPS)
@@ -348,10 +288,6 @@ def test_one_expert_scheme_reloads_from_oneshot_not_from_autoround(tmp_path, cap
     group); AutoRound's llm_compressor export lists plain module names, and
     transformers takes its first group, the attention's int4, for the int2
     experts: the load fails. AutoRound's fake export reloads."""
-    from auto_round import AutoRound
-    from llmcompressor import oneshot
-
-    from tests.integration.test_allocate import _oneshot
     from vsraq_modifier.metrics.loading import load_model
 
     model_dir, out = _allocate(tmp_path, "3.0")
@@ -364,34 +300,11 @@ def test_one_expert_scheme_reloads_from_oneshot_not_from_autoround(tmp_path, cap
     notes = json.loads((out / "allocation.json").read_text())["serving"]
     (note,) = [n for n in notes if "transformers" in n]
     assert note.startswith("AutoRound's llm_compressor export may not reload")
-    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    args = recipe["quant_stage"]["quant_modifiers"].pop("VSRAQModifier")
-    for key in ("iters", "enable_torch_compile", "loss"):
-        args.pop(key)
-    recipe["quant_stage"]["quant_modifiers"]["QuantizationModifier"] = args
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    model = load_model(model_dir, dtype="float32").model
-    _oneshot(oneshot, model, path)
-    ids = torch.tensor([make_tokenizer()(make_text(16, seed=5))["input_ids"]])
-    with torch.no_grad():
-        expected = model(ids).logits
-    model.save_pretrained(tmp_path / "ct", save_compressed=True)
+    recipe = write_recipe(out, tmp_path / "recipe.yaml")
+    ids, expected = oneshot_save(model_dir, recipe, tmp_path / "ct")
     reloaded = load_model(tmp_path / "ct").model
     assert torch.allclose(reloaded(ids).logits, expected, atol=1e-4)
-    ar = AutoRound(
-        load_model(model_dir, dtype="float32").model,
-        make_tokenizer(),
-        scheme="W4A16",
-        layer_config=json.loads((out / "layer_config.json").read_text()),
-        iters=0,
-        nsamples=2,
-        seqlen=16,
-        batch_size=1,
-        dataset=_samples(),
-        device_map="cpu",
-        enable_torch_compile=False,
-    )
+    ar = autoround(model_dir, out)
     ar.quantize_and_save(str(tmp_path / "ar"), format="llm_compressor")
     (ckpt,) = [p.parent for p in (tmp_path / "ar").rglob("config.json")]
     qc = json.loads((ckpt / "config.json").read_text())["quantization_config"]

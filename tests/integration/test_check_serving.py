@@ -165,6 +165,18 @@ def check(capsys, path: Path, *extra: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+#: check-serving's verdict when every MoE layer of the tiny model is refused
+ALL_REFUSED = "verdict: NOT servable by vLLM (2 of 2 MoE layers refused)"
+
+
+def refused(capsys, path: Path, *lines: str) -> None:
+    """check-serving exits 1 on ``path`` and its text has each of ``lines``."""
+    code, out, _ = check(capsys, path)
+    assert code == 1
+    for line in lines:
+        assert line in out
+
+
 @pytest.mark.parametrize("name", ["llmc-w4g64", "ar-w4g64"])
 def test_w4a16_group_64_from_both_hosts_is_servable(ckpts, capsys, name):
     code, out, err = check(capsys, ckpts(name))
@@ -181,17 +193,21 @@ def test_w4a16_group_64_from_both_hosts_is_servable(ckpts, capsys, name):
 
 
 def test_w3a16_moe_is_refused_with_the_reason(ckpts, capsys):
-    code, out, _ = check(capsys, ckpts("ar-w3g64"))
-    assert code == 1
-    assert "layer 0: int3 MoE is not served by released vLLM" in out
-    assert "verdict: NOT servable by vLLM (2 of 2 MoE layers refused)" in out
+    refused(
+        capsys,
+        ckpts("ar-w3g64"),
+        "layer 0: int3 MoE is not served by released vLLM",
+        ALL_REFUSED,
+    )
 
 
 def test_w2a16_moe_needs_the_optional_kernel(ckpts, capsys):
-    code, out, _ = check(capsys, ckpts("ar-w2g64"))
-    assert code == 1
-    assert "int2 MoE runs only through the optional Humming kernel" in out
-    assert "verdict: NOT servable by default: needs an optional kernel" in out
+    refused(
+        capsys,
+        ckpts("ar-w2g64"),
+        "int2 MoE runs only through the optional Humming kernel",
+        "verdict: NOT servable by default: needs an optional kernel",
+    )
 
 
 def test_group_128_on_64_wide_experts_is_refused(ckpts, capsys, tmp_path):
@@ -201,17 +217,18 @@ def test_group_128_on_64_wide_experts_is_refused(ckpts, capsys, tmp_path):
     (group,) = config["quantization_config"]["config_groups"].values()
     group["weights"]["group_size"] = 128
     (path / "config.json").write_text(json.dumps(config))
-    code, out, _ = check(capsys, path)
-    assert code == 1
-    assert "layer 0: group 128 does not divide intermediate 64" in out
-    assert "verdict: NOT servable by vLLM (2 of 2 MoE layers refused)" in out
+    refused(
+        capsys, path, "layer 0: group 128 does not divide intermediate 64", ALL_REFUSED
+    )
 
 
 def test_two_expert_schemes_in_one_layer_are_refused(ckpts, capsys):
-    code, out, _ = check(capsys, ckpts("llmc-two-schemes"))
-    assert code == 1
-    assert "experts of layer 0 have two schemes" in out
-    assert "experts of layer 1 have two schemes" in out
+    refused(
+        capsys,
+        ckpts("llmc-two-schemes"),
+        "experts of layer 0 have two schemes",
+        "experts of layer 1 have two schemes",
+    )
 
 
 def test_bad_input_exits_2_with_one_line(ckpts, capsys, tmp_path):

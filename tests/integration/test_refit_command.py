@@ -5,6 +5,8 @@ routers, and routing agreement with the reference does not drop."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,26 +24,16 @@ def refitted(tmp_path_factory):
     text = root / "cal.txt"
     text.write_text(make_text(6000, seed=3))
     out = root / "out"
-    code = main(
-        [
-            "refit",
-            "--reference",
-            str(ref),
-            "--quantized",
-            str(q),
-            "--dataset",
-            str(text),
-            "--nsamples",
-            "24",
-            "--seqlen",
-            "64",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
+    code = refit(ref, q, text, out)
     assert code == 0
     return ref, q, out, text
+
+
+def refit(ref: Path, q: Path, text: Path, out: Path, nsamples: int = 24) -> int:
+    """``vsraq refit`` with these tests' calibration (64-token rows); its exit code."""
+    args = ["refit", "--reference", str(ref), "--quantized", str(q), "--dataset"]
+    args += [str(text), "--nsamples", str(nsamples), "--seqlen", "64", "--no-progress"]
+    return main([*args, "--out", str(out)])
 
 
 def _routers(model) -> dict[int, torch.Tensor]:
@@ -104,24 +96,7 @@ def test_routing_agreement_does_not_drop(refitted, capsys):
 
 def test_summary_reports_each_router(tmp_path, refitted, capsys):
     ref, q, _, text = refitted
-    code = main(
-        [
-            "refit",
-            "--reference",
-            str(ref),
-            "--quantized",
-            str(q),
-            "--dataset",
-            str(text),
-            "--nsamples",
-            "24",
-            "--seqlen",
-            "64",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "o2"),
-        ]
-    )
+    code = refit(ref, q, text, tmp_path / "o2")
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and lines[0].startswith("layer")
     rows = [ln.split() for ln in lines[1:] if ln.strip() and ln.split()[0].isdigit()]
@@ -142,9 +117,7 @@ def test_fp4_checkpoint_is_refitted_with_its_experts_intact(tmp_path):
     text = tmp_path / "cal.txt"
     text.write_text(make_text(4000, seed=5))
     out = tmp_path / "out"
-    args = ["refit", "--reference", str(ref), "--quantized", str(q), "--dataset"]
-    args += [str(text), "--nsamples", "16", "--seqlen", "64", "--no-progress"]
-    assert main([*args, "--out", str(out)]) == 0
+    assert refit(ref, q, text, out, nsamples=16) == 0
     _, data_q = shard_tensors(q / "model.safetensors")
     _, data_o = shard_tensors(out / "model.safetensors")
     diff = {k for k in data_q if data_q[k] != data_o[k]}

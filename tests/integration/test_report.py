@@ -63,6 +63,12 @@ def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return ref, text
 
 
+def _report(ref: Path, text: Path, out: Path, *args: str) -> int:
+    """``vsraq report`` of ``ref`` on ``text`` into ``out`` with ``args``; exit code."""
+    argv = ["report", "--reference", str(ref), "--text", str(text), *args]
+    return main([*argv, "--no-progress", "--out", str(out)])
+
+
 def _noisy_checkpoint(path: Path) -> Path:
     model = tiny_model("qwen3_moe", seed=0)
     with torch.no_grad():
@@ -76,26 +82,12 @@ def test_report_on_plain_checkpoints(tmp_path: Path, capsys) -> None:
     copy = tiny_checkpoint(tmp_path / "copy", seed=0)
     noisy = _noisy_checkpoint(tmp_path / "noisy")
     out = tmp_path / "out"
-    rc = main(
-        [
-            "report",
-            "--reference",
-            str(ref),
-            "--text",
-            str(text),
-            "--quantized",
-            f"copy={copy}",
-            "--quantized",
-            f"noisy={noisy}",
-            "--seq-len",
-            "64",
-            "--max-tokens",
-            "320",
-            "--oracle",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
+    rc = _report(
+        ref,
+        text,
+        out,
+        *("--quantized", f"copy={copy}", "--quantized", f"noisy={noisy}"),
+        *("--seq-len", "64", "--max-tokens", "320", "--oracle"),
     )
     assert rc == 0
     doc = json.loads((out / "routing.json").read_text())
@@ -119,20 +111,7 @@ def test_report_refuses_missing_experts(tmp_path: Path, capsys) -> None:
     ref, text = _write_inputs(tmp_path)
     broken = tiny_checkpoint(tmp_path / "broken", seed=0)
     drop_tensors(broken, "layers.2.mlp.experts.")
-    rc = main(
-        [
-            "report",
-            "--reference",
-            str(ref),
-            "--text",
-            str(text),
-            "--quantized",
-            f"broken={broken}",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    rc = _report(ref, text, tmp_path / "out", "--quantized", f"broken={broken}")
     assert rc == 1
     err = capsys.readouterr().err
     assert "model.layers.2.mlp.experts.gate_up_proj" in err
@@ -252,26 +231,12 @@ def test_report_on_host_checkpoints(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     # auto_round first: its loader edits transformers globally, the compressed-tensors
     # checkpoint after it must still load completely
-    rc = main(
-        [
-            "report",
-            "--reference",
-            str(ref),
-            "--text",
-            str(text),
-            "--quantized",
-            f"ar={ar}",
-            "--quantized",
-            f"ct={ct}",
-            "--seq-len",
-            "128",
-            "--max-tokens",
-            "512",
-            "--oracle",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
+    rc = _report(
+        ref,
+        text,
+        out,
+        *("--quantized", f"ar={ar}", "--quantized", f"ct={ct}"),
+        *("--seq-len", "128", "--max-tokens", "512", "--oracle"),
     )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
