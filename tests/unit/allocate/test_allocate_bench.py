@@ -94,3 +94,4 @@ def test_summary_target_over_seeds(tmp_path):
     assert row == "| 3.0 | mse | alloc-3.0 | 2 | 0.750x | b | no |"
     assert "| autoscheme-3.0 | mse | 2 | 2.8000 | 1.050 ± 0.071 |" in text
     assert "measure: 40 CPU s = 0.40x one uniform mse quantization" in text
+    assert "(seed 0, mean 100 CPU s, 1 uniform schemes)" in text
