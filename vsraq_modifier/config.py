@@ -137,7 +137,8 @@ class VSRAQConfig(BaseModel):
         "tuned, to the inputs it sees in the quantized model (closed-form ridge, "
         "kept only where it raises routing agreement on held-aside calibration "
         "tokens; docs/objective.md). Off by default: on the validation split it "
-        "helped mse and raised vsraq's KL (docs/results.md).",
+        "lowers routing disagreement and KL but can raise perplexity above mse's "
+        "(docs/results.md).",
     )
     router_refit_ridge: float = Field(
         1e-3,
@@ -177,6 +178,12 @@ class VSRAQConfig(BaseModel):
             raise ValueError(
                 f"{', '.join(idle)} has no effect with loss={self.loss!r}{reads}. "
                 "Remove the option or choose a loss that uses it"
+            )
+        if "router_refit_ridge" in self.model_fields_set and self.refit_method == "none":
+            raise ValueError(
+                f"router_refit_ridge has no effect with router_refit="
+                f"{self.router_refit!r} and loss={self.loss!r}: the router re-fit is "
+                "off. Remove the option or set router_refit='ridge'"
             )
         return self
 

@@ -19,6 +19,16 @@ def test_defaults_are_the_documented_ones() -> None:
     assert c.user_options() == {}
 
 
+@pytest.mark.parametrize("loss", ["mse", *ROUTING_LOSSES])
+def test_router_refit_ridge_needs_the_refit(loss: str) -> None:
+    # off by default for every loss (mse's default stays AutoRound's own result)
+    assert VSRAQConfig(loss=loss).refit_method == "none"
+    assert VSRAQConfig(loss=loss, router_refit="ridge", router_refit_ridge=0.1)
+    # the ridge strength of a re-fit that does not run would change nothing
+    with pytest.raises(ValidationError, match="router re-fit is off"):
+        VSRAQConfig(loss=loss, router_refit_ridge=0.1)
+
+
 @pytest.mark.parametrize(
     "field", ["value_weight", "structure_weight", "margin", "temperature"]
 )
@@ -61,9 +71,9 @@ def test_every_loss_reads_only_fields_that_exist() -> None:
     assert set(LOSS_OPTIONS) == {"mse", *ROUTING_LOSSES}
     for loss, options in LOSS_OPTIONS.items():
         assert options <= fields - {"loss"}, loss
-        VSRAQConfig(
-            loss=loss, **{name: getattr(VSRAQConfig(), name) for name in options}
-        )
+        values = {name: getattr(VSRAQConfig(), name) for name in options}
+        values["router_refit"] = "ridge"  # router_refit_ridge needs the re-fit on
+        VSRAQConfig(loss=loss, **values)
 
 
 def test_frozen_and_user_options_are_the_ones_set() -> None:
