@@ -220,12 +220,16 @@ def render(
     timing = timing_table()
     if timing:
         lines += [
-            "## Time on idle cores",
+            "## Time, one cell at a time",
             "",
             "The runs named `timing-*` ran one cell at a time (`--jobs 1`, one "
-            "torch thread) with nothing else on the machine, so their wall times "
-            "are comparable, unlike the main run's (2 cells at a time). Evaluation "
-            "is left out of the times.",
+            "torch thread), so the cells of one run are comparable with each "
+            "other, unlike the main run's (2 cells at a time, and seeds run in "
+            "other sessions on other machines). `timing-idle*` had nothing else on "
+            "the machine; `timing-refit-*` (small budget: 32 x 128 calibration "
+            "tokens, 50 iterations) ran beside two other single-threaded benchmark "
+            "jobs on the 2 cores, where CPU seconds are the fairer clock. "
+            "Evaluation is left out of the times.",
             "",
             *timing,
             "",

@@ -216,7 +216,11 @@ def section(img: Path, out_dir: Path) -> list[str]:
         "oracle routing gain recovered (oracle gain: mse's perplexity minus its "
         "perplexity with the reference's expert choice forced). W2A16G64 has no "
         "routing target in the issue (shown for reference). 'met' needs 2 seeds "
-        "or more.",
+        "or more. The time and memory columns pair cells by seed, and the re-fit "
+        "cells ran in a later session than most mse cells, on another machine "
+        "under another load: for time, the runs `timing-refit-*` of the table "
+        "\"Time, one cell at a time\" put each method beside mse under the same "
+        "conditions.",
         "",
         *target_rows(groups),
         "",

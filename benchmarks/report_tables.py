@@ -310,14 +310,16 @@ def sweep_table(
 
 def timing_table() -> list[str]:
     """Quantization time of the runs named ``timing-*``: one cell at a time
-    (``--jobs 1``) on otherwise idle cores, so wall time is meaningful; ratios
-    to the mse cell of the same scheme and seed among them."""
-    rows, mse = [], {}
+    (``--jobs 1``), so the cells of one run are comparable; ratios to the mse
+    cell of the same run, scheme and seed (else of another timing run of the same
+    model, scheme and seed: a run of variants only)."""
+    rows, mse, mse_any = [], {}, {}
     for name, st, cells in _runs(timing=True):
         for c in cells:
             rows.append((name, st, c))
             if c["method"] == "mse":
-                mse[(c["scheme"], c["seed"])] = c
+                mse[(name, c["scheme"], c["seed"])] = c
+                mse_any.setdefault((st.get("model"), c["scheme"], c["seed"]), c)
     if not rows:
         return []
     lines = [
@@ -327,7 +329,9 @@ def timing_table() -> list[str]:
     ]
     rows.sort(key=lambda r: (r[2]["scheme"], r[2]["seed"], r[2]["method"], r[0]))
     for name, st, c in rows:
-        base = mse.get((c["scheme"], c["seed"]))
+        base = mse.get((name, c["scheme"], c["seed"])) or mse_any.get(
+            (st.get("model"), c["scheme"], c["seed"])
+        )
         opts = _options(st, c)
         wall = f"{qtime(c) / qtime(base):.2f}x" if base else "-"
         cpu = f"{qcpu(c) / qcpu(base):.2f}x" if base else "-"
