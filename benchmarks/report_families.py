@@ -311,9 +311,8 @@ def section(img: Path, out_dir: Path) -> list[str]:
         f"(32 x 128, 50 iterations); first {EVAL_TOKENS} held-out tokens. "
         "Differences are paired by seed against mse of the same model, budget and "
         "scheme. CPU time and memory are paired the same way, but cells of "
-        "different sessions ran on different machines and loads (the `*_refit` "
-        "cells, and the default budget's W4A16G64 cells, came a session after "
-        "the others): times under the same conditions are in \"Time, one cell at "
+        "different sessions ran on different machines and loads (most `*_refit` "
+        "cells ran a session after their mse cells): times under the same conditions are in \"Time, one cell at "
         "a time\". Commands (each resumable):",
         "",
         "```",
