@@ -19,6 +19,7 @@ from vsraq_modifier.lookahead import next_router_path
 from vsraq_modifier.masks import lookahead_kwargs
 from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
 from vsraq_modifier.objective import BlockObjective
+from vsraq_modifier.objective.combine import world_size
 from vsraq_modifier.refit import RefitOptions
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
@@ -38,6 +39,7 @@ class ModelRouting:
         self.sites: list[RouterSite] = []
         self.layers: list[nn.Module] = []
         self.layer_names: dict[int, str] = {}
+        self._refit_off_logged = False
         try:
             self.sites = find_routers(model)
         except UnsupportedModelError:
@@ -110,8 +112,25 @@ class ModelRouting:
         )
 
     def refit_options(self) -> RefitOptions | None:
-        """The router re-fit of this run (None: off)."""
+        """The router re-fit of this run (None: off). Not under torch.distributed
+        with several processes: each rank would fit the routers on its own
+        calibration shard, and the ranks' routers would differ."""
         if self.config.refit_method == "none":
+            return None
+        if world_size() > 1:
+            if self.config.router_refit == "ridge":
+                raise ValueError(
+                    "router_refit='ridge' runs in one process only: under torchrun "
+                    "each rank would re-fit the routers on its own calibration "
+                    "shard and the ranks' routers would differ. Run in one "
+                    "process, or re-fit the saved checkpoint with `vsraq refit`"
+                )
+            if not self._refit_off_logged:
+                logger.info(
+                    "vsraq: router re-fit off (router_refit: auto): it runs in one "
+                    "process only; `vsraq refit` re-fits a saved checkpoint"
+                )
+                self._refit_off_logged = True
             return None
         return RefitOptions(method="ridge", ridge=self.config.router_refit_ridge)
 

@@ -58,3 +58,18 @@ def test_memory_estimate_counts_every_router() -> None:
     # own logits of both routers, kept for one block at a time, plus look-ahead
     assert estimate.reference_bytes >= 1000 * experts * 2
     assert estimate.lookahead_bytes > 0
+
+
+def test_router_refit_runs_in_one_process_only(monkeypatch) -> None:
+    import vsraq_modifier.session.model as session_model
+
+    model = tiny_model("qwen3_moe", num_hidden_layers=1)
+    asked = ModelRouting(model, VSRAQConfig(router_refit="ridge"))
+    assert asked.refit_options() is not None
+    monkeypatch.setattr(session_model, "world_size", lambda: 2)
+    # each rank would fit its own shard: the ranks' routers would differ
+    with pytest.raises(ValueError, match="runs in one process only"):
+        asked.refit_options()
+    assert ModelRouting(model, VSRAQConfig(router_refit="none")).refit_options() is None
+    # the default (auto) is switched off there instead, with a log line
+    assert ModelRouting(model, VSRAQConfig()).refit_options() is None
