@@ -131,14 +131,15 @@ class VSRAQConfig(BaseModel):
         "cap. Costs two extra gradients per block (docs/objective.md).",
     )
 
-    router_refit: Literal["none", "ridge"] = Field(
-        "none",
+    router_refit: Literal["auto", "none", "ridge"] = Field(
+        "auto",
         description="ridge: re-fit each full-precision router, once its block is "
         "tuned, to the inputs it sees in the quantized model (closed-form ridge, "
         "kept only where it raises routing agreement on held-aside calibration "
-        "tokens; docs/objective.md). Off by default: on the validation split it "
-        "lowers routing disagreement and KL but can raise perplexity above mse's "
-        "(docs/results.md).",
+        "tokens; docs/objective.md). auto (default): ridge with a routing loss, "
+        "none with loss mse (AutoRound's own result, bit for bit); with "
+        "llm-compressor, auto leaves it off where the recipe quantizes the "
+        "routers (logged). none: off.",
     )
     router_refit_ridge: float = Field(
         1e-3,
@@ -193,7 +194,12 @@ class VSRAQConfig(BaseModel):
 
     @property
     def refit_method(self) -> str:
-        """The router re-fit this run does ("none" or "ridge")."""
+        """The router re-fit this run does ("none" or "ridge"): ``auto`` is the
+        re-fit with a routing loss (chosen on the validation split,
+        docs/objective.md) and none with mse, whose default stays the host's own
+        result."""
+        if self.router_refit == "auto":
+            return "ridge" if self.is_routing_loss else "none"
         return self.router_refit
 
     @property

@@ -76,7 +76,9 @@ METHODS: dict[str, Method] = {
             {"loss": "router_kl", **_NO_REFIT},
         ),
         Method(
-            "vsraq", "mse + value + structure alignment", {"loss": "vsraq", **_NO_REFIT}
+            "vsraq",
+            "mse + value + structure alignment, router re-fit off",
+            {"loss": "vsraq", **_NO_REFIT},
         ),
         Method(
             "vsraq_unguarded",
@@ -116,7 +118,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "vsraq_refit",
-            "vsraq + in-loop router re-fit",
+            "vsraq + in-loop router re-fit (what --loss vsraq does by default)",
             {"loss": "vsraq", "router_refit": "ridge"},
         ),
     ]

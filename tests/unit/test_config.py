@@ -20,13 +20,19 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 @pytest.mark.parametrize("loss", ["mse", *ROUTING_LOSSES])
-def test_router_refit_ridge_needs_the_refit(loss: str) -> None:
-    # off by default for every loss (mse's default stays AutoRound's own result)
-    assert VSRAQConfig(loss=loss).refit_method == "none"
+def test_router_refit_auto_is_on_with_a_routing_loss_only(loss: str) -> None:
+    # mse's default stays AutoRound's own result; asking is honoured either way
+    auto = VSRAQConfig(loss=loss)
+    assert auto.router_refit == "auto"
+    assert auto.refit_method == ("none" if loss == "mse" else "ridge")
+    assert VSRAQConfig(loss=loss, router_refit="none").refit_method == "none"
     assert VSRAQConfig(loss=loss, router_refit="ridge", router_refit_ridge=0.1)
     # the ridge strength of a re-fit that does not run would change nothing
     with pytest.raises(ValidationError, match="router re-fit is off"):
-        VSRAQConfig(loss=loss, router_refit_ridge=0.1)
+        VSRAQConfig(loss=loss, router_refit="none", router_refit_ridge=0.1)
+    if loss == "mse":
+        with pytest.raises(ValidationError, match="router re-fit is off"):
+            VSRAQConfig(loss=loss, router_refit_ridge=0.1)
 
 
 @pytest.mark.parametrize(

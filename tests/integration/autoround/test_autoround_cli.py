@@ -234,7 +234,7 @@ def test_without_loss_plain_autoround_runs(model_dir, monkeypatch):
         # finite in float64, inf in the float32 block loss: bounded at parse
         (["--loss", "vsraq", "--vsraq_value_weight", "1e300"], "value_weight"),
         (["--loss", "mse", "--vsraq_margin", "0.1"], "margin has no effect"),
-        (["--loss", "vsraq", "--vsraq_router_refit_ridge", "0.1"], "re-fit is off"),
+        (["--loss", "mse", "--vsraq_router_refit_ridge", "0.1"], "re-fit is off"),
         (["--loss", "vsraq", "--enable_torch_compile"], "--enable_torch_compile"),
         (["--loss", "vsraq", "--enable_lfq"], "Remove --enable_lfq"),
     ],

@@ -1,6 +1,7 @@
-"""Router re-fit inside AutoRound's block loop (BlockSession.refit_routers): off
-by default (loss=mse stays AutoRound's own bytes), on with router_refit='ridge'
-for any loss, the next block tuned with the re-fitted router in place."""
+"""Router re-fit inside AutoRound's block loop (BlockSession.refit_routers): on by
+default with a routing loss (router_refit='auto'), off by default with loss=mse
+(AutoRound's own bytes), on with router_refit='ridge' for any loss and off with
+'none'; the next block tuned with the re-fitted router in place."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def _run(**options):
     return model, gates, q.reports
 
 
-def test_routing_loss_refits_routers_when_asked():
-    model, gates, reports = _run(loss="vsraq", router_refit="ridge")
+def test_routing_loss_refits_routers_by_default():
+    model, gates, reports = _run(loss="vsraq")
     assert [r.layer for r in reports] == [0, 1]
     for r in reports:
         (label,) = r.refit  # the block's own router
@@ -39,8 +40,8 @@ def test_routing_loss_refits_routers_when_asked():
         assert "router re-fit L" in r.line()
 
 
-def test_routers_are_left_alone_unless_asked():
-    _, _, vsraq = _run(loss="vsraq")
+def test_routers_are_left_alone_with_mse_or_when_switched_off():
+    _, _, vsraq = _run(loss="vsraq", router_refit="none")
     assert all(r.refit == {} for r in vsraq)
     model, gates, reports = _run(loss="mse")
     assert all(r.refit == {} for r in reports)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from llmcompressor.core import Event, State
 from llmcompressor.modifiers.utils.hooks import HooksMixin
+from loguru import logger
 from pydantic import PrivateAttr, ValidationError, model_validator
 from torch import nn
 
@@ -129,7 +130,7 @@ class VSRAQModifier(seams.arguments_seam()):
     lookahead_every: int = _option("lookahead_every")
     best_iteration: Literal["host", "total"] = _option("best_iteration")
     max_flip_share: float | None = _option("max_flip_share")
-    router_refit: Literal["none", "ridge"] = _option("router_refit")
+    router_refit: Literal["auto", "none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
 
     #: off here (AutoRoundModifier's default is on): the router hooks need eager
@@ -178,8 +179,7 @@ class VSRAQModifier(seams.arguments_seam()):
             find_routers(state.model)  # a clear error now, not after layer 0
         self._model = state.model
         done = super().on_initialize(state, **kwargs)
-        if self.vsraq.refit_method != "none":
-            _refuse_quantized_routers(state.model)
+        self._vsraq = refit_config(state.model, self._vsraq)
         return done
 
     def on_calibration_start(self, state: State, event: Event, **kwargs: Any) -> None:
@@ -244,23 +244,42 @@ class VSRAQModifier(seams.arguments_seam()):
         )
 
 
-def _refuse_quantized_routers(model: nn.Module) -> None:
-    """A router the recipe quantizes cannot be re-fitted in full precision (and
-    its re-fitted weights would be rounded again): refuse, naming the pattern."""
+def _quantized_routers(model: nn.Module) -> list[str]:
+    """The routers the recipe quantizes (names): a quantized router cannot be
+    re-fitted in full precision (its re-fitted weights would be rounded again)."""
     names = {id(m): n for n, m in model.named_modules()}
     try:
         sites = find_routers(model)
     except ValueError:
-        return  # loss=mse on a model without routers
-    for site in sites:
-        if getattr(site.router, "quantization_scheme", None) is not None:
-            name = names.get(id(site.router), site.name)
-            tail = ".".join(name.split(".")[-2:]).replace(".", r"\.")
-            raise ValueError(
-                f"VSRAQModifier: router_refit needs full-precision routers, but the "
-                f"recipe quantizes {name}. Add 're:.*{tail}$' to ignore (or set "
-                "router_refit: none)."
-            )
+        return []  # loss=mse on a model without routers
+    return [
+        names.get(id(site.router), site.name)
+        for site in sites
+        if getattr(site.router, "quantization_scheme", None) is not None
+    ]
+
+
+def refit_config(model: nn.Module, config: VSRAQConfig) -> VSRAQConfig:
+    """The run's config once the recipe's quantized modules are known: a re-fit
+    the user asked for (``ridge``) with a quantized router is an error naming the
+    ignore pattern; the default (``auto``) is switched off there, with a log line."""
+    quantized = _quantized_routers(model) if config.refit_method != "none" else []
+    if not quantized:
+        return config
+    name = quantized[0]
+    if config.router_refit == "ridge":
+        tail = ".".join(name.split(".")[-2:]).replace(".", r"\.")
+        raise ValueError(
+            f"VSRAQModifier: router_refit needs full-precision routers, but the "
+            f"recipe quantizes {name}. Add 're:.*{tail}$' to ignore (or set "
+            "router_refit: none)."
+        )
+    logger.info(
+        f"vsraq: router re-fit off (router_refit: auto): the recipe quantizes the "
+        f"routers ({name}, ...); ignore them to re-fit, or set router_refit: none "
+        "to silence this line"
+    )
+    return config.model_copy(update={"router_refit": "none"})
 
 
 register(VSRAQModifier)

@@ -10,7 +10,7 @@ from vsraq_modifier.config import VSRAQConfig
 from vsraq_modifier.integrations.llmcompressor.modifier import (
     VSRAQ_FIELDS,
     VSRAQModifier,
-    _refuse_quantized_routers,
+    refit_config,
 )
 from vsraq_modifier.testing import tiny_model
 
@@ -28,7 +28,8 @@ def test_the_modifier_declares_vsraq_config_s_fields() -> None:
 def test_only_the_options_set_reach_the_run() -> None:
     m = VSRAQModifier(scheme="W4A16", targets=["Linear"], loss="router_kl")
     assert m.vsraq == VSRAQConfig(loss="router_kl")
-    assert m.vsraq.refit_method == "none"  # opt-in (docs/results.md)
+    assert m.vsraq.refit_method == "ridge"  # auto: on with a routing loss
+    assert VSRAQModifier(scheme="W4A16", loss="mse").vsraq.refit_method == "none"
     with pytest.raises(ValueError, match="structure_weight has no effect"):
         VSRAQModifier(scheme="W4A16", loss="router_kl", structure_weight=1.0)
     with pytest.raises(ValueError, match="enable_torch_compile"):
@@ -41,9 +42,14 @@ def test_only_the_options_set_reach_the_run() -> None:
 
 def test_a_quantized_router_cannot_be_refitted() -> None:
     model = tiny_model("qwen3_moe", num_hidden_layers=1)
-    _refuse_quantized_routers(model)  # full precision: fine
+    asked = VSRAQConfig(router_refit="ridge")
+    assert refit_config(model, asked) is asked  # full precision: fine
     model.model.layers[0].mlp.gate.quantization_scheme = object()  # as targeted
     with pytest.raises(
         ValueError, match=r"quantizes model\.layers\.0\.mlp\.gate.*ignore"
     ):
-        _refuse_quantized_routers(model)
+        refit_config(model, asked)
+    # the default only asked for it where it can run: off, and said so
+    auto = refit_config(model, VSRAQConfig())
+    assert auto.router_refit == "none" and auto.refit_method == "none"
+    assert refit_config(model, VSRAQConfig(loss="mse")).refit_method == "none"
