@@ -7,5 +7,6 @@ importlib mode with the repository root on ``sys.path``; see pyproject.toml):
 - ``routers``: randomised routers and the exact-decision check of ``route()``
 - ``objective``: router specs and prepared pairs of the objective tests
 - ``allocate``: ``vsraq allocate`` runs, their recipe and layer config via the hosts
+- ``bench_cells``: synthetic benchmark cells for the report tests
 - ``fixtures``: the host tests' fixtures (imported by the conftests that use them)
 """

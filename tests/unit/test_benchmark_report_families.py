@@ -13,20 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import report_families as rf  # noqa: E402
 
 
-def cell(method, seed, *, dis, ppl, kl, scheme="W2A16G64"):
-    return {
-        "method": method,
-        "scheme": scheme,
-        "seed": seed,
-        "eval": {
-            "mean_jaccard": 1.0 - dis,
-            "perplexity": ppl,
-            "oracle_perplexity": ppl,
-            "reference_perplexity": 50.0,
-            "kl": kl,
-        },
-        "quantization": {"seconds": 1.0, "cpu_seconds": 1.0},
-    }
+from tests.helpers.bench_cells import cell  # noqa: E402
 
 
 def _group(vsraq_ppl_shift: float) -> list[dict]:

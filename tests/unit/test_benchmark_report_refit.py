@@ -11,25 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import report_refit as rr  # noqa: E402
 
+from tests.helpers.bench_cells import cell as bench_cell  # noqa: E402
 
-def cell(method, seed, *, dis, ppl, kl, scheme="W4A16G64", cpu=1.0, oracle=None,
-         layers=(), refit=None):
-    return {
-        "method": method,
-        "scheme": scheme,
-        "seed": seed,
-        "eval": {
-            "mean_jaccard": 1.0 - dis,
-            "perplexity": ppl,
-            "oracle_perplexity": ppl if oracle is None else oracle,
-            "reference_perplexity": 50.0,
-            "kl": kl,
-            "layers": [{"layer": i, "jaccard": j} for i, j in layers],
-        },
-        "quantization": {"seconds": cpu, "cpu_seconds": cpu},
-        "peak_rss_quant_mb": 1000.0,
-        "blocks": [{"refit": refit}] if refit else [],
-    }
+
+def cell(method, seed, *, scheme="W4A16G64", **kw):
+    return bench_cell(method, seed, scheme=scheme, **kw)
 
 
 def _group(refit_dis: float, refit_cpu: float = 1.1, scheme="W4A16G64") -> list[dict]:
