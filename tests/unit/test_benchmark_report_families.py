@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import report_families as rf  # noqa: E402
 
-
 from tests.helpers.bench_cells import cell  # noqa: E402
 
 
