@@ -56,13 +56,15 @@ def allocate_section() -> list[str]:
         "",
         "The shipped Qwen3-MoE model; candidates W2A16G64 and W4A16@64; budgets "
         "3.0 and 2.5 average bits; each variant quantized by AutoRound (25 "
-        "iterations, 32 x 256 calibration tokens) with its own loss (`mse`) and "
-        "with the VSRAQ loss (`vsraq`), seeds 0-2 where they ran; 4096 held-out "
-        "tokens per domain. Variants and what they mean: docs/allocate.md. "
-        "Commands (resumable):",
+        "iterations, 32 x 256 calibration tokens) with its own loss (`mse`), "
+        "with the VSRAQ loss and the router re-fit off (`vsraq`), and with both "
+        "(`vsraq_refit`, what `--loss vsraq` does by default), seeds 0-2 where "
+        "they ran; 4096 held-out tokens per domain. Variants and what they mean: "
+        "docs/allocate.md. Commands (resumable):",
         "",
         "```",
         "nice -n 10 python benchmarks/allocate_bench.py --methods mse,vsraq --seeds 0,1,2",
+        "nice -n 10 python benchmarks/allocate_bench.py --methods vsraq_refit --seeds 0",
         "python benchmarks/allocate_bench.py --report",
         "```",
         "",
