@@ -13,8 +13,13 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from report_families import _index, _no_worse, _paired, _sd, family_cells
-from report_tables import dis, kl, ppl, qcpu
+from report_families import _index, _no_worse, _paired, _rss, _sd, family_cells
+from report_tables import _stats, dis, kl, ppl, qcpu
+
+
+def _avg(xs: list[float]) -> float:
+    return _stats(xs)[0]  # the finite values' mean, NaN when none
+
 
 #: each re-fit method and the method it adds the re-fit to
 REFIT_OF = {"mse_refit": "mse", "router_kl_refit": "router_kl",
@@ -27,10 +32,6 @@ SCHEMES = ("W4A16G64", "W3A16", "NVFP4", "W2A16G64")
 _HELD = re.compile(r"held-aside Jaccard ([0-9.]+) -> ([0-9.]+).*: (\S[^;]*)$")
 
 
-def rss(c: dict) -> float:
-    return c["peak_rss_quant_mb"]
-
-
 def oracle_recovered(idx: dict, method: str, scheme: str) -> list[float]:
     """Per seed: (ppl(mse) - ppl(method)) / (ppl(mse) - oracle ppl(mse)), the
     share of the perplexity that forcing the reference's expert choice would
@@ -40,11 +41,6 @@ def oracle_recovered(idx: dict, method: str, scheme: str) -> list[float]:
         gain = ppl(b) - b["eval"]["oracle_perplexity"]
         out.append((ppl(b) - ppl(a)) / gain if gain > 0 else float("nan"))
     return out
-
-
-def _mean(xs: list[float]) -> float:
-    xs = [x for x in xs if x == x]
-    return statistics.fmean(xs) if xs else float("nan")
 
 
 def target_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
@@ -63,20 +59,20 @@ def target_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                 if not d:
                     continue
                 p, k = _paired(idx, m, s, ppl), _paired(idx, m, s, kl)
-                ratio = _mean([a / b for a, b in d])
+                ratio = _avg([a / b for a, b in d])
                 own = [
                     (dis(idx[(m, s, sd)]), dis(idx[(base, s, sd)]))
                     for (mm, sc, sd) in idx
                     if mm == m and sc == s and (base, s, sd) in idx
                 ]
-                t = _mean([a / b for a, b in _paired(idx, m, s, qcpu)])
-                mem = _mean([a / b for a, b in _paired(idx, m, s, rss)])
+                t = _avg([a / b for a, b in _paired(idx, m, s, qcpu)])
+                mem = _avg([a / b for a, b in _paired(idx, m, s, _rss)])
                 ok_p = _no_worse(p, [b for _, b in p])
                 ok_k = _no_worse(k, [b for _, b in k])
                 sd_p = statistics.stdev([b for _, b in p]) if len(p) > 1 else float("nan")
                 sd_k = statistics.stdev([b for _, b in k]) if len(k) > 1 else float("nan")
                 goal = ROUTING_TARGET.get(s) if m == "vsraq_refit" else None
-                rec = _mean(oracle_recovered(idx, m, s)) if s == "NVFP4" else None
+                rec = _avg(oracle_recovered(idx, m, s)) if s == "NVFP4" else None
                 if goal is None or ok_p is None:
                     met = "-"
                 else:
@@ -84,13 +80,13 @@ def target_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                     if rec is not None:
                         ok = ok and rec >= 0.5
                     met = "yes" if ok else "no"
-                own_r = f"{_mean([a / b for a, b in own]):.2f}x" if own else "-"
+                own_r = f"{_avg([a / b for a, b in own]):.2f}x" if own else "-"
                 rows.append(
                     f"| {model} | {budget} | {s} | {m} | {len(d)} | {ratio:.2f}x "
                     f"({'<= ' + format(goal, '.2f') + 'x' if goal else 'none'}) | "
                     f"{own_r} | "
-                    f"{_mean([a - b for a, b in p]):+.3f} (sd {_sd(sd_p, 3)}) | "
-                    f"{_mean([a - b for a, b in k]):+.5f} (sd {_sd(sd_k, 5)}) | "
+                    f"{_avg([a - b for a, b in p]):+.3f} (sd {_sd(sd_p, 3)}) | "
+                    f"{_avg([a - b for a, b in k]):+.5f} (sd {_sd(sd_k, 5)}) | "
                     f"{t:.2f}x | {mem:.2f}x | "
                     f"{'-' if rec is None else format(rec, '.2f')} | {met} |"
                 )
