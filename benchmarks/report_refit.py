@@ -8,12 +8,14 @@ held-aside calibration tokens (the per-block records) and on the held-out text
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from report_families import _index, _no_worse, _paired, _rss, _sd, family_cells
+from run import RUNS
 from report_tables import _stats, dis, kl, ppl, qcpu
 
 
@@ -147,6 +149,64 @@ def safeguard_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
     return rows
 
 
+#: the llm-compressor checkpoints benchmarks/refit_command.py makes
+COMMAND_KINDS = {"rtn": "QuantizationModifier (round-to-nearest)",
+                 "gptq": "GPTQModifier"}
+_SEED = re.compile(r"-s(\d+)(?:-|$)")
+
+
+def command_cells(runs: Path = RUNS) -> list[dict]:
+    """The held-out records of ``benchmarks/refit_command.py --eval-text heldout``
+    (one per checkpoint kind and seed), with the seed read from the run's folder."""
+    out = []
+    for path in sorted(runs.glob("refit-command-*-heldout*/*.json")):
+        rec = json.loads(path.read_text())
+        rec["seed"] = int(_SEED.search(path.parent.name)[1])
+        rec.setdefault("model", "qwen3_moe")
+        out.append(rec)
+    return out
+
+
+def _refitted(rec: dict) -> str:
+    hit = re.search(r"\((\d+) of (\d+) routers re-fitted\)", " ".join(rec["summary"]))
+    return f"{hit[1]}/{hit[2]}" if hit else "?"
+
+
+def command_rows(records: list[dict]) -> list[str]:
+    """Per (model, checkpoint kind): the checkpoint before and after ``vsraq
+    refit``, paired by seed; 'met' is the issue's target (disagreement lower at
+    no perplexity cost: mean paired perplexity change at most the checkpoint's
+    own spread over seeds)."""
+    rows = [
+        "| model | checkpoint | seeds | disagreement after / before (per seed) "
+        "| Δ ppl (before's seed sd) | Δ KL (per seed) | routers re-fitted | "
+        "re-fit CPU s | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["model"], r["kind"])].append(r)
+    for (model, kind), recs in sorted(groups.items()):
+        recs.sort(key=lambda r: r["seed"])
+        b = [r["before"] for r in recs]
+        a = [r["after"] for r in recs]
+        ratio = [(1 - x["mean_jaccard"]) / (1 - y["mean_jaccard"]) for x, y in zip(a, b)]
+        p = [(x["perplexity"], y["perplexity"]) for x, y in zip(a, b)]
+        k = [x["kl"] / y["kl"] - 1 for x, y in zip(a, b)]
+        sd = statistics.stdev([y for _, y in p]) if len(p) > 1 else float("nan")
+        ok = _no_worse(p, [y for _, y in p])
+        met = "-" if ok is None else ("yes" if ok and max(ratio) < 1 else "no")
+        rows.append(
+            f"| {model} | {COMMAND_KINDS.get(kind, kind)} | {len(recs)} | "
+            f"{_avg(ratio):.2f}x ({', '.join(f'{x:.2f}' for x in ratio)}) | "
+            f"{_avg([x - y for x, y in p]):+.3f} (sd {_sd(sd, 3)}) | "
+            f"{', '.join(f'{x:+.0%}' for x in k)} | "
+            f"{', '.join(_refitted(r) for r in recs)} | "
+            f"{_avg([r['refit_cpu_seconds'] for r in recs]):.0f} | {met} |"
+        )
+    return rows
+
+
 def refit_layer_plot(
     groups: dict[tuple[str, str], list[dict]], out: Path
 ) -> Path | None:
@@ -231,6 +291,24 @@ def section(img: Path, out_dir: Path) -> list[str]:
         *safeguard_rows(groups),
         "",
     ]
+    records = command_cells()
+    if records:
+        lines += [
+            "### `vsraq refit` on llm-compressor checkpoints, held-out text",
+            "",
+            "compressed-tensors W4A16 (int4, symmetric, group 64, routers "
+            "ignored) from `oneshot` with the data-free `QuantizationModifier` "
+            "and with `GPTQModifier` on 32 x 256 calibration windows (the seed "
+            "picks them), then `vsraq refit` with its defaults on 32 x 256 windows "
+            "of the calibration part of the text; both checkpoints evaluated on "
+            "the first 16384 held-out tokens (docs/refit.md has the same on the "
+            "validation split, where the command's defaults were chosen). "
+            "`python benchmarks/refit_command.py --eval-text heldout "
+            "--eval-tokens 16384 --seed S [--model deepseek_v3]`.",
+            "",
+            *command_rows(records),
+            "",
+        ]
     png = refit_layer_plot(groups, img / "layer_jaccard_refit.png")
     if png is not None:
         lines += [

@@ -73,3 +73,43 @@ def test_safeguard_counts_routers_and_held_out_layers() -> None:
     row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
     assert row == ("| qwen3_moe | small | vsraq_refit | 1 / 1 | +0.0050 | 1 of 2 "
                    "| 0.0100 |")
+
+
+def _command(kind: str, seed: int, before: tuple, after: tuple, fitted="6 of 6"):
+    def ev(j, p, k):
+        return {"mean_jaccard": j, "perplexity": p, "kl": k}
+
+    return {"kind": kind, "model": "qwen3_moe", "seed": seed,
+            "before": ev(*before), "after": ev(*after), "refit_cpu_seconds": 80.0,
+            "summary": [f"wrote out ({fitted} routers re-fitted)"]}
+
+
+def test_command_rows_pair_by_seed_and_check_the_target() -> None:
+    good = [_command("gptq", s, (0.98, 100 + s, 0.002), (0.985, 100 + s - 0.01, 0.0018))
+            for s in range(3)]
+    row = _row(rr.command_rows(good), "GPTQModifier")
+    assert "| 3 | 0.75x (0.75, 0.75, 0.75) |" in row
+    assert "-0.010 (sd 1.000)" in row and "-10%, -10%, -10%" in row
+    assert "| 6/6, 6/6, 6/6 |" in row and row.endswith("| yes |")
+    # one seed routes worse after the re-fit: the target is missed
+    bad = good[:2] + [_command("gptq", 2, (0.98, 102, 0.002), (0.97, 102, 0.002))]
+    assert _row(rr.command_rows(bad), "GPTQModifier").endswith("| no |")
+    # perplexity up by more than the checkpoint's spread over seeds
+    costly = [_command("rtn", s, (0.98, 100.0 + s / 100, 0.002), (0.99, 100.5, 0.002))
+              for s in range(3)]
+    assert _row(rr.command_rows(costly), "QuantizationModifier (round-to-nearest)").endswith("| no |")
+
+
+def test_command_cells_read_the_seed_from_the_folder(tmp_path: Path) -> None:
+    import json
+
+    d = tmp_path / "refit-command-n32x256-s2-deepseek_v3-heldout-e16384"
+    d.mkdir()
+    rec = _command("rtn", 0, (0.9, 1, 1), (0.9, 1, 1))
+    del rec["seed"], rec["model"]
+    rec["model"] = "deepseek_v3"
+    (d / "rtn.json").write_text(json.dumps(rec))
+    (tmp_path / "refit-command-n32x256-s0").mkdir()  # validation runs: not read
+    (tmp_path / "refit-command-n32x256-s0" / "rtn.json").write_text(json.dumps(rec))
+    cells = rr.command_cells(tmp_path)
+    assert [(c["seed"], c["model"]) for c in cells] == [(2, "deepseek_v3")]
