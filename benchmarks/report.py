@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import report_families  # noqa: E402
+import report_refit  # noqa: E402
 from report_tables import (  # noqa: E402
     TARGET_SCHEMES,
     Table,
@@ -37,9 +39,6 @@ from report_tables import (  # noqa: E402
     timing_table,
 )
 from run import DEFAULTS, RUNS, run_id_of  # noqa: E402
-
-import report_families  # noqa: E402
-import report_refit  # noqa: E402
 
 from vsraq_modifier.runs import SCHEMES  # noqa: E402
 

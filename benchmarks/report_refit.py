@@ -15,12 +15,17 @@ from collections import defaultdict
 from pathlib import Path
 
 from report_families import _index, _no_worse, _paired, _rss, _sd, family_cells
-from run import RUNS
 from report_tables import _stats, dis, kl, ppl, qcpu
+from run import RUNS
 
 
 def _avg(xs: list[float]) -> float:
     return _stats(xs)[0]  # the finite values' mean, NaN when none
+
+
+def _spread(xs: list[float]) -> float:
+    """Standard deviation over seeds, NaN for one seed."""
+    return statistics.stdev(xs) if len(xs) > 1 else float("nan")
 
 
 #: each re-fit method and the method it adds the re-fit to
@@ -71,8 +76,7 @@ def target_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                 mem = _avg([a / b for a, b in _paired(idx, m, s, _rss)])
                 ok_p = _no_worse(p, [b for _, b in p])
                 ok_k = _no_worse(k, [b for _, b in k])
-                sd_p = statistics.stdev([b for _, b in p]) if len(p) > 1 else float("nan")
-                sd_k = statistics.stdev([b for _, b in k]) if len(k) > 1 else float("nan")
+                sd_p, sd_k = _spread([b for _, b in p]), _spread([b for _, b in k])
                 goal = ROUTING_TARGET.get(s) if m == "vsraq_refit" else None
                 rec = _avg(oracle_recovered(idx, m, s)) if s == "NVFP4" else None
                 if goal is None or ok_p is None:
@@ -140,7 +144,8 @@ def safeguard_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                             worse += 1
                             loss = max(loss, drop)
             rows.append(
-                f"| {model} | {budget} | {m} | {len(fitted)} / {len(recs) - len(fitted)} | "
+                f"| {model} | {budget} | {m} | "
+                f"{len(fitted)} / {len(recs) - len(fitted)} | "
                 f"{min(fitted):+.4f} | {worse} of {n} | {loss:.4f} |"
                 if fitted else
                 f"| {model} | {budget} | {m} | 0 / {len(recs)} | - | {worse} of {n} | "
@@ -190,10 +195,12 @@ def command_rows(records: list[dict]) -> list[str]:
         recs.sort(key=lambda r: r["seed"])
         b = [r["before"] for r in recs]
         a = [r["after"] for r in recs]
-        ratio = [(1 - x["mean_jaccard"]) / (1 - y["mean_jaccard"]) for x, y in zip(a, b)]
+        ratio = [
+            (1 - x["mean_jaccard"]) / (1 - y["mean_jaccard"]) for x, y in zip(a, b)
+        ]
         p = [(x["perplexity"], y["perplexity"]) for x, y in zip(a, b)]
         k = [x["kl"] / y["kl"] - 1 for x, y in zip(a, b)]
-        sd = statistics.stdev([y for _, y in p]) if len(p) > 1 else float("nan")
+        sd = _spread([y for _, y in p])
         ok = _no_worse(p, [y for _, y in p])
         met = "-" if ok is None else ("yes" if ok and max(ratio) < 1 else "no")
         rows.append(

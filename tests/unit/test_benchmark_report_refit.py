@@ -97,7 +97,8 @@ def test_command_rows_pair_by_seed_and_check_the_target() -> None:
     # perplexity up by more than the checkpoint's spread over seeds
     costly = [_command("rtn", s, (0.98, 100.0 + s / 100, 0.002), (0.99, 100.5, 0.002))
               for s in range(3)]
-    assert _row(rr.command_rows(costly), "QuantizationModifier (round-to-nearest)").endswith("| no |")
+    row = _row(rr.command_rows(costly), "QuantizationModifier (round-to-nearest)")
+    assert row.endswith("| no |")
 
 
 def test_command_cells_read_the_seed_from_the_folder(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ format chosen per model, and what ``quantize_checkpoint`` refuses before a run
 from __future__ import annotations
 
 import pytest
+
 from vsraq_modifier.runs import (
     FALLBACK_EXPORT,
     METHODS,
@@ -13,7 +14,6 @@ from vsraq_modifier.runs import (
     export_format,
     quantize_checkpoint,
 )
-
 from vsraq_modifier.testing import tiny_model
 
 

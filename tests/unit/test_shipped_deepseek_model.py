@@ -13,7 +13,6 @@ import torch
 from safetensors import safe_open
 
 from tests.helpers.shipped import load_shipped
-
 from vsraq_modifier import data
 from vsraq_modifier.routers.registry import find_routers
 

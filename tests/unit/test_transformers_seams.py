@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers.checkpoints import tiny_checkpoint
 
+from tests.helpers.checkpoints import tiny_checkpoint
 from vsraq_modifier.metrics.loading import IncompleteCheckpointError, load_model
 from vsraq_modifier.testing import tiny_config
 from vsraq_modifier.transformers_seams import (

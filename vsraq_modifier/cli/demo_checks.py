@@ -104,12 +104,12 @@ def check_model_config(args: argparse.Namespace, model: Path) -> None:
 
 def check_space(args: argparse.Namespace, model: Path, out: Path, runs: int) -> None:
     """Both checkpoints must fit in DIR's file system (checked before tuning)."""
-    from vsraq_modifier.runs import SCHEMES
     from vsraq_modifier.disk import (
         check_free_space,
         estimate_checkpoint_bytes,
         scheme_bits,
     )
+    from vsraq_modifier.runs import SCHEMES
 
     bits, group = scheme_bits(SCHEMES[args.scheme].autoround)
     check_free_space(out, runs * estimate_checkpoint_bytes(model, bits, group))

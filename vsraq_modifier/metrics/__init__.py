@@ -6,6 +6,15 @@ reference vs quantized models on the same token ids; ``results``: the report dat
 Checkpoint loading (``loading``) and the plot (``plot``) are imported on demand.
 """
 
+from vsraq_modifier.metrics.agreement import (
+    METRIC_NAMES,
+    LayerMetrics,
+    RoutingAccumulator,
+    first_expert,
+    layer_metrics,
+    normalised_weights,
+    token_metrics,
+)
 from vsraq_modifier.metrics.evaluate import (
     chunk_token_ids,
     evaluate_model,
@@ -18,15 +27,6 @@ from vsraq_modifier.metrics.hooks import (
     RoutingCapture,
 )
 from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport, format_table
-from vsraq_modifier.metrics.agreement import (
-    METRIC_NAMES,
-    LayerMetrics,
-    RoutingAccumulator,
-    first_expert,
-    layer_metrics,
-    normalised_weights,
-    token_metrics,
-)
 
 __all__ = [
     "METRIC_NAMES",

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vsraq_modifier.metrics.agreement import RoutingAccumulator
 from vsraq_modifier.metrics.hooks import RouterForcing, RoutingCapture
 from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport
-from vsraq_modifier.metrics.agreement import RoutingAccumulator
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routers.registry import find_routers
 from vsraq_modifier.routing import Routing

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from vsraq_modifier.lookahead import next_router_path
+from vsraq_modifier.routers import find_routers
+from vsraq_modifier.routers.base import decoder_layers
+from vsraq_modifier.routing import RouterSpec
 from vsraq_modifier.session.taps import (
     AHEAD,
     Agreement,
@@ -12,10 +16,6 @@ from vsraq_modifier.session.taps import (
     TapRecord,
     compact,
 )
-from vsraq_modifier.lookahead import next_router_path
-from vsraq_modifier.routers import find_routers
-from vsraq_modifier.routers.base import decoder_layers
-from vsraq_modifier.routing import RouterSpec
 from vsraq_modifier.testing import tiny_model
 
 

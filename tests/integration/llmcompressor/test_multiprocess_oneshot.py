@@ -80,7 +80,7 @@ def _single_process(fp: Path, ids: Any) -> tuple[dict, dict]:
     state dict and what :func:`_run` records."""
     import torch
 
-    from tests.helpers.llmcompressor import load, run_oneshot
+    from tests.helpers.llmcompressor import load
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

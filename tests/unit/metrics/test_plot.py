@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
+from vsraq_modifier.metrics.agreement import LayerMetrics
 from vsraq_modifier.metrics.plot import plot_report
 from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport
-from vsraq_modifier.metrics.agreement import LayerMetrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

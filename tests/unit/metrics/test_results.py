@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport, format_table
 from vsraq_modifier.metrics.agreement import LayerMetrics
+from vsraq_modifier.metrics.results import ModelEvaluation, RoutingReport, format_table
 
 
 def _model(label: str, jaccards: list[float], oracle: float | None = None):

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
-import torch
-
 from vsraq_modifier.integrations.llmcompressor import seams
 from vsraq_modifier.testing import tiny_model
 
