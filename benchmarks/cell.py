@@ -105,6 +105,14 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
         progress=False,
     )
     eval_seconds = time.perf_counter() - start
+    original = None
+    if (q.settings.get("vsraq") or {}).get("router_refit") == "ridge":
+        from refit_heldout import original_router_agreement
+
+        original = original_router_agreement(
+            reference, quantized.model, _eval_ids(spec, model_dir),
+            seq_len=spec["eval_seq_len"],
+        )
     shutil.rmtree(ckpt, ignore_errors=True)
     doc = {
         "method": spec["method"],
@@ -120,6 +128,8 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
             "tokens": sum(m.tokens for m in evaluation.layers[:1]),
             "reference_perplexity": ref_ppl,
             **evaluation.to_dict(),
+            # re-fit cells: each router against the original one on its inputs
+            **({"original_router": original} if original is not None else {}),
         },
         "versions": _versions(),
         "python": platform.python_version(),

@@ -72,7 +72,15 @@ def test_safeguard_counts_routers_and_held_out_layers() -> None:
     ]
     row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
     assert row == ("| qwen3_moe | small | vsraq_refit | 1 / 1 | +0.0050 | 1 of 2 "
-                   "| 0.0100 |")
+                   "| 0.0100 | - | - |")
+    # the same-input check of benchmarks/refit_heldout.py, where a cell has it
+    cells[2]["eval"]["original_router"] = [
+        {"layer": 0, "gain": 0.004}, {"layer": 1, "gain": 0.0}]
+    cells.append(cell("vsraq_refit", 1, dis=.1, ppl=52, kl=.01))
+    cells[3]["eval"]["original_router"] = [
+        {"layer": 0, "gain": -0.002}, {"layer": 1, "gain": 0.001}]
+    row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
+    assert row.endswith("| 1 of 4 | -0.0020 |")
 
 
 def _command(kind: str, seed: int, before: tuple, after: tuple, fitted="6 of 6"):
