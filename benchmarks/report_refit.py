@@ -317,8 +317,10 @@ def section(img: Path, out_dir: Path) -> list[str]:
             "of the calibration part of the text; both checkpoints evaluated on "
             "the first 16384 held-out tokens (docs/refit.md has the same on the "
             "validation split, where the command's defaults were chosen). "
-            "`python benchmarks/refit_command.py --eval-text heldout "
-            "--eval-tokens 16384 --seed S [--model deepseek_v3]`.",
+            "`QuantizationModifier` is data-free, so its checkpoint is the same "
+            "for every seed (perplexity sd 0) and the seed only picks the "
+            "re-fit's windows. `python benchmarks/refit_command.py --eval-text "
+            "heldout --eval-tokens 16384 --seed S [--model deepseek_v3]`.",
             "",
             *command_rows(records),
             "",

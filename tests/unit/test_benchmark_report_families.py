@@ -44,6 +44,11 @@ def test_disagreement_above_the_ratio_fails_the_target() -> None:
     assert rf.target_rows({("qwen3_moe", "small"): cells})[2].endswith("| no |")
 
 
+def test_one_seed_leaves_the_target_undecided() -> None:
+    one = [c for c in _group(0.05) if c["seed"] == 0]
+    assert rf.target_rows({("qwen3_moe", "small"): one})[2].endswith("| - |")
+
+
 def test_spearman_of_paired_differences() -> None:
     # routing better -> KL better, perplexity unrelated (rank-reversed)
     cells = [cell("mse", s, dis=0.1, ppl=52.0, kl=0.01) for s in range(4)]
