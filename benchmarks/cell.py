@@ -95,10 +95,11 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
     start = time.perf_counter()
     reference = load_model(model_dir).model
     quantized = load_model(ckpt)
+    eval_ids = _eval_ids(spec, model_dir)
     evaluation, ref_ppl = evaluate_model(
         reference,
         quantized.model,
-        _eval_ids(spec, model_dir),
+        eval_ids,
         seq_len=spec["eval_seq_len"],
         label=spec["method"],
         oracle=True,
@@ -110,7 +111,7 @@ def run_cell(spec: dict, result: Path, work: Path) -> dict:
         from refit_heldout import original_router_agreement
 
         original = original_router_agreement(
-            reference, quantized.model, _eval_ids(spec, model_dir),
+            reference, quantized.model, eval_ids,
             seq_len=spec["eval_seq_len"],
         )
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -134,6 +134,11 @@ def _sd(value: float, digits: int) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _spread(xs: list[float]) -> float:
+    """Standard deviation over seeds, NaN for one seed."""
+    return statistics.stdev(xs) if len(xs) > 1 else math.nan
+
+
 def _no_worse(pairs: list[tuple[float, float]], base: list[float]) -> bool | None:
     """Mean paired difference at most mse's spread over seeds."""
     if len(pairs) < 2:
@@ -166,8 +171,7 @@ def target_rows(
                 met = "-"
             else:
                 met = "yes" if ratio <= 0.90 and ok_p and ok_k else "no"
-            sd_p = statistics.stdev([b for _, b in p]) if len(p) > 1 else math.nan
-            sd_k = statistics.stdev([b for _, b in k]) if len(k) > 1 else math.nan
+            sd_p, sd_k = _spread([b for _, b in p]), _spread([b for _, b in k])
             rows.append(
                 f"| {model} | {budget} | {s} | {ratio:.2f}x | "
                 f"{statistics.fmean(a - b for a, b in p):+.3f} (sd {_sd(sd_p, 3)}) | "

@@ -14,18 +14,21 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from report_families import _index, _no_worse, _paired, _rss, _sd, family_cells
+from report_families import (
+    _index,
+    _no_worse,
+    _paired,
+    _rss,
+    _sd,
+    _spread,
+    family_cells,
+)
 from report_tables import _stats, dis, kl, ppl, qcpu
 from run import RUNS
 
 
 def _avg(xs: list[float]) -> float:
     return _stats(xs)[0]  # the finite values' mean, NaN when none
-
-
-def _spread(xs: list[float]) -> float:
-    """Standard deviation over seeds, NaN for one seed."""
-    return statistics.stdev(xs) if len(xs) > 1 else float("nan")
 
 
 #: each re-fit method and the method it adds the re-fit to
@@ -170,7 +173,6 @@ def command_cells(runs: Path = RUNS) -> list[dict]:
     for path in sorted(runs.glob("refit-command-*-heldout*/*.json")):
         rec = json.loads(path.read_text())
         rec["seed"] = int(_SEED.search(path.parent.name)[1])
-        rec.setdefault("model", "qwen3_moe")
         out.append(rec)
     return out
 
