@@ -80,6 +80,10 @@ class Phase(enum.Enum):
     TUNE = "tune"  # tuning forward: the record feeds the next step_loss
 
 
+class _RoutersReached(Exception):
+    """Raised by the router-input hook: the rest of the block is not needed."""
+
+
 def _floats(terms: dict | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in (terms or {}).items()}
 
@@ -378,21 +382,32 @@ class BlockSession:
     @torch.no_grad()
     def _router_inputs(self, sites: Sequence[RouterSite]) -> dict[int, torch.Tensor]:
         """Each router's input on every calibration sample, through the block as
-        it is now (quantized inputs, tuned weights): [samples * seq, hidden]."""
+        it is now (quantized inputs, tuned weights): [samples * seq, hidden].
+
+        A router sits upstream of its experts, so each forward stops once every
+        router of ``sites`` has seen its input: the experts are not computed."""
         got: dict[int, list[torch.Tensor]] = {s.layer: [] for s in sites}
+        seen: set[int] = set()
         handles = []
         for site in sites:
 
             def hook(_m: nn.Module, args: tuple, layer: int = site.layer) -> None:
                 x = args[0]
                 got[layer].append(x.detach().reshape(-1, x.shape[-1]).cpu())
+                seen.add(layer)
+                if len(seen) == len(got):
+                    raise _RoutersReached
 
             router = self.layer.get_submodule(site.name)
             handles.append(router.register_forward_pre_hook(hook))
         try:
             n = len(self._inputs)
             for start in range(0, n, self._batch_size):
-                self._forward(list(range(start, min(n, start + self._batch_size))))
+                seen.clear()
+                try:
+                    self._forward(list(range(start, min(n, start + self._batch_size))))
+                except _RoutersReached:
+                    pass
         finally:
             for h in handles:
                 h.remove()

@@ -224,3 +224,29 @@ def test_without_refit_the_router_is_untouched() -> None:
         block.layer.self_attn.o_proj.weight.mul_(4.0)
     report = block.session.finish()
     assert report.refit == {} and torch.equal(gate.weight, before)
+
+
+def test_router_inputs_stop_the_block_before_its_experts() -> None:
+    """The re-fit's pass over the calibration samples needs only the routers'
+    inputs: each forward stops at the router (no expert runs), and the inputs are
+    those a whole forward gives the router."""
+    block = _Block(VSRAQConfig())
+    block.reference()
+    gate = block.layer.mlp.gate
+    full: list[torch.Tensor] = []
+    grab = gate.register_forward_pre_hook(
+        lambda _m, args: full.append(args[0].reshape(-1, args[0].shape[-1]))
+    )
+    with torch.no_grad():
+        for start in range(0, SAMPLES, 2):
+            block.forward([start, start + 1])
+    grab.remove()
+    experts_ran: list[int] = []
+    hook = block.layer.mlp.experts.register_forward_hook(
+        lambda *_: experts_ran.append(1)
+    )
+    got = block.session._router_inputs(block.session.own)
+    hook.remove()
+    assert experts_ran == [] and set(got) == {0}
+    assert torch.equal(got[0], torch.cat(full))
+    assert got[0].shape == (SAMPLES * SEQ, gate.weight.shape[1])
