@@ -61,13 +61,15 @@ def original_router_agreement(
 ) -> list[dict[str, float | int]]:
     """Per MoE layer: the Jaccard with the reference's expert choice of the
     quantized model's router (``refitted``) and of the original router on the same
-    input (``original``), and their difference."""
+    input (``original``), their difference, and its standard error over tokens
+    (``gain_se``, from the paired per-token differences)."""
     ref_sites, q_sites = find_routers(reference), find_routers(quantized)
     if [s.layer for s in ref_sites] != [s.layer for s in q_sites]:
         raise ValueError("the two models have routers at different layers")
     ref_cap = RoutingCapture(ref_sites)
     q_cap = OriginalRouterCapture(q_sites, ref_sites)
     mine, orig = RoutingAccumulator(), RoutingAccumulator()
+    diffs: dict[int, list[torch.Tensor]] = {}
     for ids in chunk_token_ids(token_ids, seq_len):
         with ref_cap:
             ref_cap.reset()
@@ -80,6 +82,8 @@ def original_router_agreement(
         for layer, r in ref_cap.routings.items():
             mine.update(layer, r, q_cap.routings[layer])
             orig.update(layer, r, q_cap.original[layer])
+            d = _jaccard(r, q_cap.routings[layer]) - _jaccard(r, q_cap.original[layer])
+            diffs.setdefault(layer, []).append(d)
     return [
         {
             "layer": a.layer,
@@ -87,6 +91,21 @@ def original_router_agreement(
             "refitted": a.jaccard,
             "original": b.jaccard,
             "gain": a.jaccard - b.jaccard,
+            "gain_se": _se(torch.cat(diffs[a.layer])),
         }
         for a, b in zip(mine.result(), orig.result())
     ]
+
+
+def _jaccard(a: Routing, b: Routing) -> torch.Tensor:
+    """Per-token Jaccard of two decisions' expert sets (float64)."""
+    e = int(max(a.logits.shape[-1], b.logits.shape[-1]))
+    sa = torch.zeros(a.indices.shape[0], e, dtype=torch.bool)
+    sb = torch.zeros(b.indices.shape[0], e, dtype=torch.bool)
+    sa.scatter_(-1, a.indices.cpu(), True)
+    sb.scatter_(-1, b.indices.cpu(), True)
+    return (sa & sb).sum(-1).double() / (sa | sb).sum(-1).double()
+
+
+def _se(d: torch.Tensor) -> float:
+    return float(d.std() / d.numel() ** 0.5) if d.numel() > 1 else float("nan")

@@ -18,7 +18,7 @@ ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
 #: float32 block loss overflows long before 1e38
 MAX_WEIGHT = 1e6
 #: the options each loss reads (any other option set with it would do nothing)
-_REFIT = {"router_refit", "router_refit_ridge"}
+_REFIT = {"router_refit", "router_refit_ridge", "router_refit_accept_se"}
 _ROUTING = {
     "lookahead",
     "lookahead_every",
@@ -148,6 +148,16 @@ class VSRAQConfig(BaseModel):
         description="relative ridge strength of the router re-fit (scale-free: "
         "relative to the data term and the mean square router input).",
     )
+    router_refit_accept_se: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="the re-fit's safeguard: a router's fit is kept only if its "
+        "gain in routing agreement (mean Jaccard) on the held-aside calibration "
+        "tokens exceeds this many standard errors of that gain. 0 (default): "
+        "any gain, which the validation split supports (docs/refit.md); 1 or "
+        "more also refuses gains within the noise of the held-aside tokens.",
+    )
 
     @field_validator(
         "value_weight",
@@ -156,6 +166,7 @@ class VSRAQConfig(BaseModel):
         "temperature",
         "max_flip_share",
         "router_refit_ridge",
+        "router_refit_accept_se",
     )
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
@@ -172,7 +183,9 @@ class VSRAQConfig(BaseModel):
         if idle:
             reads = (
                 " (AutoRound's own loss; the routing options need a routing loss, "
-                "e.g. loss='vsraq'; mse reads only router_refit, router_refit_ridge)"
+                "e.g. loss='vsraq'; mse reads only "
+                + ", ".join(sorted(_REFIT))
+                + ")"
                 if self.loss == "mse"
                 else "; it reads " + ", ".join(sorted(LOSS_OPTIONS[self.loss]))
             )
@@ -180,9 +193,12 @@ class VSRAQConfig(BaseModel):
                 f"{', '.join(idle)} has no effect with loss={self.loss!r}{reads}. "
                 "Remove the option or choose a loss that uses it"
             )
-        if "router_refit_ridge" in self.model_fields_set and self.refit_method == "none":
+        idle_refit = sorted(
+            (_REFIT - {"router_refit"}) & set(self.model_fields_set)
+        )
+        if idle_refit and self.refit_method == "none":
             raise ValueError(
-                f"router_refit_ridge has no effect with router_refit="
+                f"{', '.join(idle_refit)} has no effect with router_refit="
                 f"{self.router_refit!r} and loss={self.loss!r}: the router re-fit is "
                 "off. Remove the option or set router_refit='ridge'"
             )

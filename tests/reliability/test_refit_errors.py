@@ -164,6 +164,9 @@ def test_refit_bad_options(tmp_path, ref, text, capsys):
     code, _ = _refit(tmp_path, ref, ref, text, "--ridge", "0")
     assert code == 2
     _one_error_line(capsys, "ridge=0.0: must be a finite number > 0")
+    code, _ = _refit(tmp_path, ref, ref, text, "--accept-se", "-1")
+    assert code == 2
+    _one_error_line(capsys, "accept_se=-1.0: must be a number >= 0")
     code, _ = _refit(tmp_path, ref, ref, text, "--seqlen", "100000")
     assert code == 2
     _one_error_line(capsys, "exceeds the model's max_position_embeddings")

@@ -45,3 +45,6 @@ def test_only_the_changed_router_differs_from_the_original(name: str) -> None:
     later = sites[2].layer
     assert rows[later]["refitted"] == rows[later]["original"] < 1.0
     assert all(r["tokens"] == 512 for r in rows.values())
+    # the gain's standard error: 0 where the two routers agree token by token
+    assert rows[first.layer]["gain_se"] == rows[later]["gain_se"] == 0.0
+    assert 0 < rows[second.layer]["gain_se"] < abs(rows[second.layer]["gain"])

@@ -26,13 +26,25 @@ def test_router_refit_auto_is_on_with_a_routing_loss_only(loss: str) -> None:
     assert auto.router_refit == "auto"
     assert auto.refit_method == ("none" if loss == "mse" else "ridge")
     assert VSRAQConfig(loss=loss, router_refit="none").refit_method == "none"
-    assert VSRAQConfig(loss=loss, router_refit="ridge", router_refit_ridge=0.1)
-    # the ridge strength of a re-fit that does not run would change nothing
-    with pytest.raises(ValidationError, match="router re-fit is off"):
-        VSRAQConfig(loss=loss, router_refit="none", router_refit_ridge=0.1)
-    if loss == "mse":
-        with pytest.raises(ValidationError, match="router re-fit is off"):
-            VSRAQConfig(loss=loss, router_refit_ridge=0.1)
+    for name in ("router_refit_ridge", "router_refit_accept_se"):
+        assert VSRAQConfig(loss=loss, router_refit="ridge", **{name: 0.1})
+        # a setting of a re-fit that does not run would change nothing
+        with pytest.raises(ValidationError, match=f"{name}.*router re-fit is off"):
+            VSRAQConfig(loss=loss, router_refit="none", **{name: 0.1})
+        if loss == "mse":
+            with pytest.raises(ValidationError, match="router re-fit is off"):
+                VSRAQConfig(loss=loss, **{name: 0.1})
+
+
+def test_refit_defaults_are_the_fit_modules() -> None:
+    """The options' defaults and RefitOptions' (what `vsraq refit` uses) agree."""
+    from vsraq_modifier.refit import RefitOptions
+
+    c, r = VSRAQConfig(), RefitOptions()
+    assert (c.router_refit_ridge, c.router_refit_accept_se) == (r.ridge, r.accept_se)
+    for bad in (-0.1, float("nan"), 11.0):
+        with pytest.raises(ValidationError, match="router_refit_accept_se"):
+            VSRAQConfig(router_refit_accept_se=bad)
 
 
 @pytest.mark.parametrize(

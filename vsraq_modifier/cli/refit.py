@@ -102,6 +102,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "if it raises routing agreement there (default 0.25)",
     )
     a(
+        "--accept-se",
+        type=float,
+        default=RefitOptions().accept_se,
+        help="a fit is kept only if its held-aside gain exceeds this many standard "
+        "errors of the gain, >= 0 (default %(default)g; 0: any gain)",
+    )
+    a(
         "--fit-part-only",
         action="store_true",
         help="keep the fit made without the held-aside tokens (default: once a fit "
@@ -253,6 +260,7 @@ def _options(args: argparse.Namespace) -> RefitOptions:
             method="ridge",
             ridge=args.ridge,
             holdout=args.holdout,
+            accept_se=args.accept_se,
             refit_all=not args.fit_part_only,
             target=args.target,
             weights=args.weights,

@@ -12,6 +12,7 @@ the quantized model, in closed form (docs/refit.md, docs/objective.md).
 """
 
 from vsraq_modifier.refit.fit import (
+    DEFAULT_ACCEPT_SE,
     DEFAULT_RIDGE,
     RefitOptions,
     RefitResult,
@@ -20,11 +21,13 @@ from vsraq_modifier.refit.fit import (
     boundary_weights,
     fit_router,
     jaccard,
+    jaccard_per_token,
     refit_router,
     resolved_target,
 )
 
 __all__ = [
+    "DEFAULT_ACCEPT_SE",
     "DEFAULT_RIDGE",
     "apply_fit",
     "RefitOptions",
@@ -33,6 +36,7 @@ __all__ = [
     "boundary_weights",
     "fit_router",
     "jaccard",
+    "jaccard_per_token",
     "refit_router",
     "resolved_target",
 ]

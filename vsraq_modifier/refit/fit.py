@@ -26,7 +26,9 @@ fit a selection-only bias (DeepSeek-V3 ``e_score_correction_bias``) in score spa
 
 :func:`refit_router` adds the safeguard: it fits on part of the valid tokens and
 keeps the fit only where it raises routing agreement (mean Jaccard of the top-k
-sets) with the reference on the tokens held aside.
+sets) with the reference on the tokens held aside, by more than ``accept_se``
+standard errors of that paired gain (default 0: any gain, what the validation
+split supports; docs/refit.md "How strict the held-aside check is").
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from vsraq_modifier.refit.solve import Target, boundary_weights, fit64, resolved
 from vsraq_modifier.routing import RouterSpec, route
 
 __all__ = [
+    "DEFAULT_ACCEPT_SE",
     "DEFAULT_RIDGE",
     "apply_fit",
     "RefitOptions",
@@ -52,12 +55,15 @@ __all__ = [
     "boundary_weights",
     "fit_router",
     "jaccard",
+    "jaccard_per_token",
     "refit_router",
     "resolved_target",
 ]
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
 DEFAULT_RIDGE = 1e-3
+#: held-aside gain needed, in standard errors (0: any gain; docs/refit.md)
+DEFAULT_ACCEPT_SE = 0.0
 Weighting = Literal["uniform", "boundary"]
 
 
@@ -71,7 +77,9 @@ class RefitOptions:
     tokens (held-aside ones included) and keep that; ``seed``: which tokens are
     held aside; ``refine``/``refine_weight``: L-BFGS iterations and drift weight
     of the convex margin refinement after the ridge
-    (:mod:`vsraq_modifier.refit.margin`; 0: off)."""
+    (:mod:`vsraq_modifier.refit.margin`; 0: off); ``accept_se``: how many
+    standard errors of the paired per-token Jaccard gain the held-aside gain must
+    exceed for the fit to be kept (0: any gain)."""
 
     method: Literal["none", "ridge"] = "none"
     ridge: float = DEFAULT_RIDGE
@@ -83,6 +91,7 @@ class RefitOptions:
     refit_all: bool = True
     refine: int = 0
     refine_weight: float = 1.0
+    accept_se: float = DEFAULT_ACCEPT_SE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,6 +107,8 @@ class RefitOptions:
             raise ValueError(f"iters={self.iters}: must be >= 1")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout={self.holdout}: must be in [0, 1)")
+        if not (math.isfinite(self.accept_se) and self.accept_se >= 0):
+            raise ValueError(f"accept_se={self.accept_se}: must be a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,8 @@ class RefitResult:
     """What :func:`refit_router` decided. ``fit`` is what to write (the original
     tensors when not ``accepted``); errors are the weighted mean squared residual in
     the target space on the fit tokens; agreements the mean Jaccard with the
-    reference's top-k sets on the held-aside tokens (NaN without a safeguard)."""
+    reference's top-k sets on the held-aside tokens (NaN without a safeguard);
+    ``agreement_se`` the standard error of their paired per-token difference."""
 
     fit: RouterFit
     accepted: bool
@@ -125,6 +137,7 @@ class RefitResult:
     agreement_after: float
     fit_tokens: int
     held_tokens: int
+    agreement_se: float = float("nan")
 
     def to(self, device: torch.device | str) -> RefitResult:
         """The same result with the fit's tensors on ``device``."""
@@ -141,8 +154,25 @@ class RefitResult:
         return (
             f"fit error {self.fit_error_before:.4g} -> {self.fit_error_after:.4g}, "
             f"held-aside Jaccard {self.agreement_before:.4f} -> "
-            f"{self.agreement_after:.4f} ({self.held_tokens} tokens): {verdict}"
+            f"{self.agreement_after:.4f} (se {self.agreement_se:.4f}, "
+            f"{self.held_tokens} tokens): {verdict}"
         )
+
+
+def jaccard_per_token(
+    logits: Tensor,
+    ref_logits: Tensor,
+    spec: RouterSpec,
+    ref_spec: RouterSpec | None = None,
+) -> Tensor:
+    """Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``, one
+    float64 per token."""
+    a, b = route(logits, spec).indices, route(ref_logits, ref_spec or spec).indices
+    e = spec.num_experts
+    sa = torch.zeros(a.shape[0], e, dtype=torch.bool).scatter_(-1, a.cpu(), True)
+    sb = torch.zeros(b.shape[0], e, dtype=torch.bool).scatter_(-1, b.cpu(), True)
+    inter = (sa & sb).sum(-1).double()
+    return inter / (sa | sb).sum(-1).double()
 
 
 def jaccard(
@@ -154,12 +184,7 @@ def jaccard(
     """Mean Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``."""
     if logits.shape[0] == 0:
         return float("nan")
-    a, b = route(logits, spec).indices, route(ref_logits, ref_spec or spec).indices
-    e = spec.num_experts
-    sa = torch.zeros(a.shape[0], e, dtype=torch.bool).scatter_(-1, a.cpu(), True)
-    sb = torch.zeros(b.shape[0], e, dtype=torch.bool).scatter_(-1, b.cpu(), True)
-    inter = (sa & sb).sum(-1).double()
-    return float((inter / (sa | sb).sum(-1).double()).mean())
+    return float(jaccard_per_token(logits, ref_logits, spec, ref_spec).mean())
 
 
 def _check_finite(**tensors: Tensor | None) -> None:
@@ -257,7 +282,9 @@ def refit_router(
 
     A seeded ``options.holdout`` share of the valid tokens is held aside; the fit
     uses the rest and is kept only if it raises the mean Jaccard with the
-    reference's top-k sets on the held-aside tokens (a tie keeps the original)."""
+    reference's top-k sets on the held-aside tokens by more than
+    ``options.accept_se`` standard errors of the paired per-token gain (a tie
+    keeps the original, whatever ``accept_se``)."""
     x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
     _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
     original = RouterFit(weight, bias, spec.bias)
@@ -287,9 +314,11 @@ def refit_router(
     )
     old = RouterFit(_like(weight, weight, dtype), _like(bias, bias, dtype))
     z_ref = ref[hi].float()
-    a0 = jaccard(_logits(x[hi], old), z_ref, spec)
-    a1 = jaccard(_logits(x[hi], stored), z_ref, new_spec, spec)
-    keep = a1 > a0
+    j0 = jaccard_per_token(_logits(x[hi], old), z_ref, spec)
+    j1 = jaccard_per_token(_logits(x[hi], stored), z_ref, new_spec, spec)
+    a0, a1 = float(j0.mean()), float(j1.mean())
+    se = float((j1 - j0).std() / math.sqrt(held)) if held >= 2 else float("nan")
+    keep = a1 > a0 and not (a1 - a0 <= options.accept_se * se)
     if keep and options.refit_all:
         full, _, _ = fit_router(weight, bias, spec, x, ref, None, options)
         stored = RouterFit(
@@ -298,7 +327,7 @@ def refit_router(
             full.correction_bias,
         )
     return RefitResult(
-        stored if keep else original, keep, before, after, a0, a1, n - held, held
+        stored if keep else original, keep, before, after, a0, a1, n - held, held, se
     )
 
 

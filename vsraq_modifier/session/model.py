@@ -132,7 +132,11 @@ class ModelRouting:
                 )
                 self._refit_off_logged = True
             return None
-        return RefitOptions(method="ridge", ridge=self.config.router_refit_ridge)
+        return RefitOptions(
+            method="ridge",
+            ridge=self.config.router_refit_ridge,
+            accept_se=self.config.router_refit_accept_se,
+        )
 
     def guard_memory(
         self,

@@ -12,6 +12,7 @@ from vsraq_modifier.refit import (
     boundary_weights,
     fit_router,
     jaccard,
+    jaccard_per_token,
     refit_router,
     resolved_target,
 )
@@ -180,6 +181,36 @@ def test_safeguard_keeps_a_fit_that_helps():
     assert res.agreement_after == pytest.approx(1.0, abs=0.005)
 
 
+def test_safeguard_refuses_a_gain_within_its_standard_error():
+    """A small distortion and noisy reference logits on 100 held-aside tokens: the
+    fit gains a little agreement there, less than one standard error of the paired
+    per-token gain. ``accept_se=0`` (the default) keeps it, ``accept_se=1`` does
+    not."""
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(400, 16, generator=g, dtype=torch.float64)
+    w = torch.randn(8, 16, generator=g, dtype=torch.float64) * 0.5
+    m = torch.eye(16, dtype=torch.float64) + 0.05 * torch.randn(
+        16, 16, generator=g, dtype=torch.float64
+    )
+    ref = x @ w.T + 0.3 * torch.randn(400, 8, generator=g, dtype=torch.float64)
+    xq = x @ m.T
+    any_gain = refit_router(w, None, SOFTMAX, xq, ref, options=ridge())
+    gain = any_gain.agreement_after - any_gain.agreement_before
+    assert RefitOptions().accept_se == 0.0
+    assert any_gain.accepted and 0 < gain < any_gain.agreement_se
+    strict = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(accept_se=1))
+    assert not strict.accepted and strict.fit.weight is w
+    assert strict.agreement_se == any_gain.agreement_se
+    # the standard error is the paired per-token one, on the held-aside tokens
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(0))
+    held = perm[:100]
+    j0 = jaccard_per_token(xq[held].float() @ w.float().T, ref[held].float(), SOFTMAX)
+    assert j0.mean().item() == pytest.approx(strict.agreement_before)
+    half = refit_router(w, None, SOFTMAX, xq, ref, options=ridge(accept_se=0.5))
+    assert half.accepted == (gain > 0.5 * strict.agreement_se)
+    assert "se " in strict.summary() and "kept the original" in strict.summary()
+
+
 def test_method_none_changes_nothing():
     x, w, _ = data()
     res = refit_router(w, None, SOFTMAX, x + 1, x @ w.T, options=RefitOptions())
@@ -222,6 +253,9 @@ def test_options_are_checked():
         RefitOptions(ridge=0.0)
     with pytest.raises(ValueError, match="holdout"):
         RefitOptions(holdout=1.0)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="accept_se"):
+            RefitOptions(accept_se=bad)
     with pytest.raises(ValueError, match="sigmoid"):
         resolved_target(SOFTMAX, "sigmoid")
     with pytest.raises(ValueError, match="shared shift"):
@@ -258,6 +292,7 @@ def test_docs_print_the_code_defaults():
     opts = RefitOptions()
     assert f"`--ridge` (default {DEFAULT_RIDGE:g})" in doc
     assert f"`--holdout` ({opts.holdout:g})" in doc and opts.refit_all
+    assert f"`--accept-se` ({opts.accept_se:g})" in doc
     assert f"(defaults {DEFAULT_NSAMPLES} x {DEFAULT_SEQLEN}, seed 0)" in doc
     assert opts.target == "auto" and opts.weights == "uniform"
 

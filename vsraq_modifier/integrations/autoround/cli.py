@@ -72,6 +72,7 @@ def add_vsraq_arguments(group: Any) -> None:
         ("lookahead_every", int),
         ("max_flip_share", float),
         ("router_refit_ridge", float),
+        ("router_refit_accept_se", float),
     ):
         group.add_argument(
             FLAGS[name],

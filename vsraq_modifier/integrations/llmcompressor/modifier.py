@@ -132,6 +132,7 @@ class VSRAQModifier(seams.arguments_seam()):
     max_flip_share: float | None = _option("max_flip_share")
     router_refit: Literal["auto", "none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
+    router_refit_accept_se: float = _option("router_refit_accept_se")
 
     #: off here (AutoRoundModifier's default is on): the router hooks need eager
     #: blocks, and a saved recipe.yaml then reloads without the conflict
