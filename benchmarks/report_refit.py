@@ -147,10 +147,10 @@ def safeguard_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                         if drop > 0:
                             worse += 1
                             loss = max(loss, drop)
-            gains = [r["gain"] for c in mine
-                     for r in c["eval"].get("original_router", [])]
+            records = [r for c in mine for r in c["eval"].get("original_router", [])]
+            gains = [r["gain"] for r in records]
             same = (f"{sum(g < 0 for g in gains)} of {len(gains)} | "
-                    f"{min(gains):+.4f}" if gains else "- | -")
+                    f"{min(gains):+.4f}{_in_se(records)}" if gains else "- | -")
             rows.append(
                 f"| {model} | {budget} | {m} | "
                 f"{len(fitted)} / {len(recs) - len(fitted)} | "
@@ -158,6 +158,16 @@ def safeguard_rows(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
                 f"{worse} of {n} | {loss:.4f} | {same} |"
             )
     return rows
+
+
+def _in_se(records: list[dict]) -> str:
+    """The worst change in standard errors of the held-out gain, where the cell
+    recorded it (cells since refit_heldout.py's ``gain_se``) and it is a loss."""
+    worst = min(records, key=lambda r: r["gain"])
+    se = worst.get("gain_se")
+    if worst["gain"] >= 0 or not se:
+        return ""
+    return f" ({worst['gain'] / se:+.1f} se)"
 
 
 #: the llm-compressor checkpoints benchmarks/refit_command.py makes

@@ -81,6 +81,12 @@ def test_safeguard_counts_routers_and_held_out_layers() -> None:
         {"layer": 0, "gain": -0.002}, {"layer": 1, "gain": 0.001}]
     row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
     assert row.endswith("| 1 of 4 | -0.0020 |")
+    # with the held-out gain's standard error (cells since it is recorded), the
+    # worst loss is also given in standard errors; the new log form still parses
+    cells[3]["eval"]["original_router"][0]["gain_se"] = 0.0008
+    cells[2]["blocks"][0]["refit"]["L0"] = fitted.replace("(1000", "(se 0.0020, 1000")
+    row = _row(rr.safeguard_rows({("qwen3_moe", "small"): cells}), "vsraq_refit")
+    assert row.endswith("| 1 / 1 | +0.0050 | 1 of 2 | 0.0100 | 1 of 4 | -0.0020 (-2.5 se) |")
 
 
 def _command(kind: str, seed: int, before: tuple, after: tuple, fitted="6 of 6"):
