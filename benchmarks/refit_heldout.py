@@ -20,6 +20,7 @@ import torch
 from vsraq_modifier.metrics.agreement import RoutingAccumulator
 from vsraq_modifier.metrics.evaluate import chunk_token_ids
 from vsraq_modifier.metrics.hooks import RoutingCapture
+from vsraq_modifier.refit.fit import set_jaccard
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routers.registry import find_routers
 from vsraq_modifier.routing import Routing, route
@@ -98,13 +99,7 @@ def original_router_agreement(
 
 
 def _jaccard(a: Routing, b: Routing) -> torch.Tensor:
-    """Per-token Jaccard of two decisions' expert sets (float64)."""
-    e = int(max(a.logits.shape[-1], b.logits.shape[-1]))
-    sa = torch.zeros(a.indices.shape[0], e, dtype=torch.bool)
-    sb = torch.zeros(b.indices.shape[0], e, dtype=torch.bool)
-    sa.scatter_(-1, a.indices.cpu(), True)
-    sb.scatter_(-1, b.indices.cpu(), True)
-    return (sa & sb).sum(-1).double() / (sa | sb).sum(-1).double()
+    return set_jaccard(a.indices, b.indices, int(a.logits.shape[-1]))
 
 
 def _se(d: torch.Tensor) -> float:

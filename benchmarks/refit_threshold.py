@@ -47,7 +47,8 @@ def fits(run_dirs: list[Path]) -> list[Fit]:
     for run in run_dirs:
         for path in sorted(run.glob("*__s*.json")):
             cell = json.loads(path.read_text())
-            evals = {r["layer"]: r["gain"] for r in cell["eval"].get("original_router", [])}
+            records = cell["eval"].get("original_router", [])
+            evals = {r["layer"]: r["gain"] for r in records}
             weight_only = "FP4" not in cell["scheme"]
             for block in cell["blocks"]:
                 for name, text in (block.get("refit") or {}).items():
@@ -95,7 +96,9 @@ def table(all_fits: list[Fit], thresholds: tuple[float, ...] = THRESHOLDS) -> st
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="run folders (benchmarks/runs/...)")
+    ap.add_argument(
+        "runs", nargs="+", type=Path, help="run folders (benchmarks/runs/...)"
+    )
     args = ap.parse_args(argv)
     found = fits(args.runs)
     if not found:

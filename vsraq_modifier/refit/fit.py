@@ -58,6 +58,7 @@ __all__ = [
     "jaccard_per_token",
     "refit_router",
     "resolved_target",
+    "set_jaccard",
 ]
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
@@ -168,11 +169,16 @@ def jaccard_per_token(
     """Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``, one
     float64 per token."""
     a, b = route(logits, spec).indices, route(ref_logits, ref_spec or spec).indices
-    e = spec.num_experts
-    sa = torch.zeros(a.shape[0], e, dtype=torch.bool).scatter_(-1, a.cpu(), True)
-    sb = torch.zeros(b.shape[0], e, dtype=torch.bool).scatter_(-1, b.cpu(), True)
-    inter = (sa & sb).sum(-1).double()
-    return inter / (sa | sb).sum(-1).double()
+    return set_jaccard(a, b, spec.num_experts)
+
+
+def set_jaccard(a: Tensor, b: Tensor, num_experts: int) -> Tensor:
+    """Per-token Jaccard [T] (float64) of two expert-index sets [T, k] and [T, k']."""
+    sa = torch.zeros(a.shape[0], num_experts, dtype=torch.bool)
+    sb = torch.zeros(b.shape[0], num_experts, dtype=torch.bool)
+    sa.scatter_(-1, a.cpu(), True)
+    sb.scatter_(-1, b.cpu(), True)
+    return (sa & sb).sum(-1).double() / (sa | sb).sum(-1).double()
 
 
 def jaccard(
@@ -318,7 +324,8 @@ def refit_router(
     j1 = jaccard_per_token(_logits(x[hi], stored), z_ref, new_spec, spec)
     a0, a1 = float(j0.mean()), float(j1.mean())
     se = float((j1 - j0).std() / math.sqrt(held)) if held >= 2 else float("nan")
-    keep = a1 > a0 and not (a1 - a0 <= options.accept_se * se)
+    # with one held-aside token there is no standard error: any gain then
+    keep = a1 - a0 > (options.accept_se * se if held >= 2 else 0.0)
     if keep and options.refit_all:
         full, _, _ = fit_router(weight, bias, spec, x, ref, None, options)
         stored = RouterFit(
