@@ -20,10 +20,9 @@ import torch
 from vsraq_modifier.metrics.agreement import RoutingAccumulator
 from vsraq_modifier.metrics.evaluate import chunk_token_ids
 from vsraq_modifier.metrics.hooks import RoutingCapture
-from vsraq_modifier.refit.fit import set_jaccard
 from vsraq_modifier.routers.base import RouterSite
 from vsraq_modifier.routers.registry import find_routers
-from vsraq_modifier.routing import Routing, route
+from vsraq_modifier.routing import Routing, route, set_jaccard
 
 
 class OriginalRouterCapture(RoutingCapture):
@@ -99,7 +98,7 @@ def original_router_agreement(
 
 
 def _jaccard(a: Routing, b: Routing) -> torch.Tensor:
-    return set_jaccard(a.indices, b.indices, int(a.logits.shape[-1]))
+    return set_jaccard(a.indices, b.indices)
 
 
 def _se(d: torch.Tensor) -> float:

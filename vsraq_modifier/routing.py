@@ -25,6 +25,7 @@ __all__ = [
     "group_scores",
     "group_mask",
     "dense_weights",
+    "set_jaccard",
 ]
 
 ScoreFn = Literal["softmax", "sigmoid", "logits"]
@@ -194,3 +195,15 @@ def dense_weights(
     base = base_scores(logits, spec)
     w = _weights_of(logits, base, indices, spec).to(logits.dtype)
     return torch.zeros_like(logits).scatter(-1, indices, w)
+
+
+def set_jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-token Jaccard [T] (float64) of two expert-index sets [T, k] and [T, k'].
+
+    One definition for the re-fit's safeguard, the allocator's sensitivity and the
+    benchmark's held-out check; a top-k set holds no expert twice, so the union is
+    k + k' - |intersection|.
+    """
+    b = b.to(a.device)
+    inter = (a[:, :, None] == b[:, None, :]).any(-1).sum(-1).double()
+    return inter / (a.shape[-1] + b.shape[-1] - inter)

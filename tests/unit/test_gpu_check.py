@@ -17,7 +17,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_check  # noqa: E402
 import gpu_support  # noqa: E402
 
-
 HOSTS = ("auto-round", "llmcompressor", "compressed-tensors")
 
 

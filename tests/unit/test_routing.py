@@ -1,5 +1,6 @@
 """route() and its parts against hand-computed decisions: softmax, sigmoid with a
-selection-only bias, group-limited selection, gpt-oss weights, dtypes, bad specs
+selection-only bias, group-limited selection, gpt-oss weights, dtypes, bad specs,
+the per-token set Jaccard
 (route() against each family's own router module: tests/unit/routers)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from vsraq_modifier.routing import (
     group_scores,
     route,
     selection_scores,
+    set_jaccard,
 )
 
 
@@ -100,3 +102,26 @@ def test_logits_of_the_wrong_width_are_refused() -> None:
         ValueError, match="router logits have 5 experts, spec expects 4"
     ):
         route(torch.zeros(2, 5), RouterSpec(4, 2))
+
+
+def test_set_jaccard_counts_shared_experts_whatever_their_order() -> None:
+    a = torch.tensor([[0, 1], [2, 3], [4, 5], [1, 0]])
+    b = torch.tensor([[1, 0], [3, 6], [6, 7], [0, 1]])
+    j = set_jaccard(a, b)
+    assert j.dtype == torch.float64
+    assert j.tolist() == [1.0, 1 / 3, 0.0, 1.0]
+    # sets of different sizes (a router re-scored with another top-k)
+    assert set_jaccard(torch.tensor([[0, 1, 2]]), torch.tensor([[2, 5]])).item() == 0.25
+    assert set_jaccard(a[:0], b[:0]).shape == (0,)
+
+
+def test_set_jaccard_is_the_reports_jaccard() -> None:
+    from vsraq_modifier.metrics.agreement import token_metrics
+
+    g = torch.Generator().manual_seed(0)
+    spec = RouterSpec(8, 3)
+    ref = route(torch.randn(200, 8, generator=g), spec)
+    q = route(ref.logits + 0.5 * torch.randn(200, 8, generator=g), spec)
+    expected = token_metrics(ref, q)["jaccard"]
+    assert 0.0 < float(expected.min()) < float(expected.max()) == 1.0
+    assert torch.equal(set_jaccard(ref.indices, q.indices), expected)

@@ -36,6 +36,7 @@ from vsraq_modifier.allocate.units import Unit
 from vsraq_modifier.metrics.hooks import RouterNotCalledError, RoutingCapture
 from vsraq_modifier.routers.base import decoder_layers
 from vsraq_modifier.routers.registry import find_routers
+from vsraq_modifier.routing import set_jaccard
 
 __all__ = ["Measurement", "combine", "measure", "quantized", "rtn"]
 
@@ -91,13 +92,6 @@ class Measurement:
     tokens: dict[str, int]
     forward_passes: int
     seconds: float
-
-
-def _jaccard(ref: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Per-token Jaccard [T] of two top-k index sets [T, k]."""
-    k = ref.shape[-1]
-    inter = (ref[:, :, None] == q[:, None, :]).any(-1).sum(-1).double()
-    return inter / (2 * k - inter)
 
 
 def _kl_sum(ref_lp: torch.Tensor, q_lp: torch.Tensor) -> float:
@@ -230,7 +224,7 @@ def measure(
                             kl_sum += _kl_sum(ref_lp, q_lp)
                             n_pred += ref_lp.shape[0]
                             for layer in down:
-                                j = _jaccard(ref_idx[layer], q_idx[layer])
+                                j = set_jaccard(ref_idx[layer], q_idx[layer])
                                 dis_sum += float((1 - j).sum().item())
                             n_tok += ids.numel()
                         passes += len(chunks[d])

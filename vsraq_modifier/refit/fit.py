@@ -43,7 +43,7 @@ from torch import Tensor
 
 from vsraq_modifier.objective.pair import NonFiniteRoutingError
 from vsraq_modifier.refit.solve import Target, boundary_weights, fit64, resolved_target
-from vsraq_modifier.routing import RouterSpec, route
+from vsraq_modifier.routing import RouterSpec, route, set_jaccard
 
 __all__ = [
     "DEFAULT_ACCEPT_SE",
@@ -58,7 +58,6 @@ __all__ = [
     "jaccard_per_token",
     "refit_router",
     "resolved_target",
-    "set_jaccard",
 ]
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
@@ -169,16 +168,7 @@ def jaccard_per_token(
     """Jaccard of the top-k sets routed from ``logits`` and ``ref_logits``, one
     float64 per token."""
     a, b = route(logits, spec).indices, route(ref_logits, ref_spec or spec).indices
-    return set_jaccard(a, b, spec.num_experts)
-
-
-def set_jaccard(a: Tensor, b: Tensor, num_experts: int) -> Tensor:
-    """Per-token Jaccard [T] (float64) of two expert-index sets [T, k] and [T, k']."""
-    sa = torch.zeros(a.shape[0], num_experts, dtype=torch.bool)
-    sb = torch.zeros(b.shape[0], num_experts, dtype=torch.bool)
-    sa.scatter_(-1, a.cpu(), True)
-    sb.scatter_(-1, b.cpu(), True)
-    return (sa & sb).sum(-1).double() / (sa | sb).sum(-1).double()
+    return set_jaccard(a, b)
 
 
 def jaccard(
