@@ -227,10 +227,12 @@ def render(
             "torch thread), so the cells of one run are comparable with each "
             "other, unlike the main run's (2 cells at a time, and seeds run in "
             "other sessions on other machines). `timing-idle*` had nothing else on "
-            "the machine; `timing-refit-*` (small budget: 32 x 128 calibration "
-            "tokens, 50 iterations) ran beside two other single-threaded benchmark "
-            "jobs on the 2 cores, where CPU seconds are the fairer clock. "
-            "Evaluation is left out of the times.",
+            "the machine; `timing-refit-small*` (small budget: 32 x 128 "
+            "calibration tokens, 50 iterations) ran beside two other "
+            "single-threaded benchmark jobs on the 2 cores, and "
+            "`timing-refit-default*` (the default budget) beside one, the other "
+            "model's run of the same method: there CPU seconds are the fairer "
+            "clock. Evaluation is left out of the times.",
             "",
             *timing,
             "",

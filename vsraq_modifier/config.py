@@ -102,11 +102,13 @@ class VSRAQConfig(BaseModel):
     )
 
     lookahead_every: int = Field(
-        1,
+        2,
         ge=1,
-        description="run the look-ahead on every n-th tuning step only (2 halves its "
-        "cost: on the shipped model it is most of VSRAQ's extra time; "
-        "docs/results.md gives the measured trade-off).",
+        description="run the look-ahead on every n-th tuning step only. Default 2: "
+        "on the validation split it routed as well as every step (with the router "
+        "re-fit) for about half the look-ahead's cost, which is most of VSRAQ's "
+        "extra time; 1: every step (the default before); docs/results.md gives "
+        "the measured trade-off.",
     )
 
     best_iteration: Literal["host", "total"] = Field(
@@ -183,9 +185,7 @@ class VSRAQConfig(BaseModel):
         if idle:
             reads = (
                 " (AutoRound's own loss; the routing options need a routing loss, "
-                "e.g. loss='vsraq'; mse reads only "
-                + ", ".join(sorted(_REFIT))
-                + ")"
+                "e.g. loss='vsraq'; mse reads only " + ", ".join(sorted(_REFIT)) + ")"
                 if self.loss == "mse"
                 else "; it reads " + ", ".join(sorted(LOSS_OPTIONS[self.loss]))
             )
@@ -193,9 +193,7 @@ class VSRAQConfig(BaseModel):
                 f"{', '.join(idle)} has no effect with loss={self.loss!r}{reads}. "
                 "Remove the option or choose a loss that uses it"
             )
-        idle_refit = sorted(
-            (_REFIT - {"router_refit"}) & set(self.model_fields_set)
-        )
+        idle_refit = sorted((_REFIT - {"router_refit"}) & set(self.model_fields_set))
         if idle_refit and self.refit_method == "none":
             raise ValueError(
                 f"{', '.join(idle_refit)} has no effect with router_refit="

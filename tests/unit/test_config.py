@@ -15,7 +15,7 @@ def test_defaults_are_the_documented_ones() -> None:
     c = VSRAQConfig()
     assert (c.loss, c.value_weight, c.structure_weight) == ("vsraq", 1.0, 0.25)
     assert (c.value_target, c.structure, c.temperature) == ("logits", "margin", None)
-    assert c.lookahead and c.lookahead_every == 1 and c.is_routing_loss
+    assert c.lookahead and c.lookahead_every == 2 and c.is_routing_loss
     assert c.user_options() == {}
 
 

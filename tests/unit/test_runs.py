@@ -42,6 +42,7 @@ def test_methods_are_the_issue_matrix() -> None:
         "mse_refit",
         "router_kl_refit",
         "vsraq_refit",
+        "vsraq_default",
     ]
     assert METHODS["vsraq_value"].options["structure_weight"] == 0.0
     # the safeguards are the default; vsraq_unguarded is the method before them
@@ -84,3 +85,17 @@ def test_the_written_checkpoint_is_found_once(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RuntimeError, match="expected one checkpoint"):
         _checkpoint_dir(tmp_path)
+
+
+def test_matrix_methods_keep_the_look_ahead_they_ran_with() -> None:
+    """The matrix's routing cells ran with the look-ahead on every step; the
+    default became every 2nd step, and only vsraq_default follows it."""
+    from vsraq_modifier.config import VSRAQConfig
+
+    assert VSRAQConfig().lookahead_every == 2
+    assert METHODS["vsraq_default"].options == {"loss": "vsraq"}
+    for name, m in METHODS.items():
+        if m.options is None or name == "vsraq_default":
+            continue
+        if m.options.get("loss", "mse") != "mse" and m.options.get("lookahead", True):
+            assert m.options["lookahead_every"] == 1, name

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
 LABELS = ("mse", "vsraq")
 #: the benchmark method each label runs: ``--loss vsraq`` with its defaults, the
 #: router re-fit included (the benchmark's plain ``vsraq`` leaves it off)
-METHOD_OF = {"mse": "mse", "vsraq": "vsraq_refit"}
+METHOD_OF = {"mse": "mse", "vsraq": "vsraq_default"}
 #: what the demo writes into DIR (removed first by --overwrite)
 OUTPUTS = (*LABELS, "routing.json", "routing.png", "demo.json", ".work")
 
