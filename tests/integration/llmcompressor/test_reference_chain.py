@@ -103,7 +103,9 @@ def test_objective_reference_is_full_precision(family, checkpoints, monkeypatch)
     monkeypatch.setattr(BlockObjective, "__call__", spy_objective)
     monkeypatch.setattr(fp_chain.FullPrecisionChain, "_substitute", spy_substitute)
 
-    run_oneshot(model, VSRAQModifier(**modifier_args("W3A16", batch_size=2)), ids)
+    # the look-ahead on every step, so each objective call shows both references
+    args = modifier_args("W3A16", batch_size=2, lookahead_every=1)
+    run_oneshot(model, VSRAQModifier(**args), ids)
 
     # 1. the host handed every layer after the first the quantized chain
     n_layers = len(fp_hidden) - 1
