@@ -95,6 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     a("--jobs", type=int, default=1, help="cells run at once (each one thread)")
     a("--run-id", default=None, help="default: derived from the settings")
+    a(
+        "--other-cpu",
+        action="store_true",
+        help="add cells to a run begun on another CPU model (refused by default: "
+        "the same cell's numbers differ between CPU models, and the report pairs "
+        "a run's cells with each other)",
+    )
     a("--dry-run", action="store_true", help="list the cells to run and stop")
     return ap.parse_args(argv)
 
@@ -138,10 +145,21 @@ def _machine() -> dict:
     return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__}
 
 
-def _open_run(run_dir: Path, settings: dict, command: str) -> None:
+def _open_run(
+    run_dir: Path, settings: dict, command: str, other_cpu: bool = False
+) -> None:
     meta = run_dir / "run.json"
     if meta.exists():
         old = json.loads(meta.read_text())
+        began, here = old.get("machine", {}).get("cpu"), _machine()["cpu"]
+        if began and began != here and not other_cpu:
+            sys.exit(
+                f"run.py: {run_dir} was begun on a {began!r} CPU and this one is "
+                f"{here!r}: the report pairs a run's cells with each other, and the "
+                "same cell gives other numbers on another CPU model (its float "
+                "kernels round differently), so pass another --run-id and rerun "
+                "the baseline there, or --other-cpu to add the cells anyway"
+            )
         if old["settings"] != settings:
             diff = {
                 k: (old["settings"].get(k), v)
@@ -193,6 +211,7 @@ def _run_cell(run_dir: Path, spec: dict, log: Path) -> tuple[dict | None, float]
     doc["peak_rss_mb"] = usage.ru_maxrss / 1024  # the cell's process, in MiB
     doc["wall_seconds"] = wall
     doc["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    doc["cpu"] = _machine()["cpu"]  # a run's cells pair only on one CPU model
     final = run_dir / f"{name}.json"
     tmp = final.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc) + "\n")
@@ -228,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + cell_name(c["method"], c["scheme"], c["seed"]))
         return 0
     command = "python benchmarks/run.py " + shlex.join(argv or sys.argv[1:])
-    _open_run(run_dir, settings, command)
+    _open_run(run_dir, settings, command, other_cpu=args.other_cpu)
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     started, done, failed = time.perf_counter(), [0], []
