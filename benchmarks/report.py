@@ -203,7 +203,11 @@ def render(
     lines += ["", "## Jaccard per MoE layer (mean over seeds)", ""]
     for s in t.schemes:
         lines += [f"### {s}", "", *layer_table(t, s), ""]
-    own = (run_dir.name, *report_families.FAMILY_RUNS.values())
+    own = (
+        run_dir.name,
+        *report_families.FAMILY_RUNS.values(),
+        *report_families.ONE_CPU_RUNS.values(),
+    )
     variants = sweep_table(settings, "heldout", exclude=own)
     if variants:
         lines += [
@@ -254,6 +258,7 @@ def render(
         ]
     img = images[0].parent if images else ROOT / "docs" / "img"
     lines += report_families.section(img, out.parent)
+    lines += report_families.one_cpu_section()
     lines += report_refit.section(img, out.parent)
     lines += allocate_section()
     lines += ["## Plots", ""]

@@ -52,6 +52,16 @@ FAMILY_RUNS = {
 }
 
 
+#: the default budget's matrix rerun on one CPU model, every method of a model
+#: in one run (cells on another CPU model round differently, so the matrix above,
+#: whose cells ran across sessions, pairs them across draws): (model) -> run id
+ONE_CPU_SUFFIX = "-xeon"
+ONE_CPU_RUNS = {
+    m: FAMILY_RUNS[(m, "default")] + ONE_CPU_SUFFIX for m in MODELS
+}
+ONE_CPU_METHODS = ("mse", "vsraq_default", "vsraq_refit")
+
+
 def commands(methods: list[str]) -> list[str]:
     """The benchmarks/run.py command of each run (resumable: a finished cell is
     skipped)."""
@@ -392,3 +402,51 @@ def section(img: Path, out_dir: Path) -> list[str]:
         "",
     ]
     return lines
+
+
+def one_cpu_section(runs: Path = RUNS) -> list[str]:
+    """The default against mse and against the look-ahead on every step, each
+    model's cells in one run on one CPU model (empty when none ran)."""
+    groups = {}
+    for m, rid in ONE_CPU_RUNS.items():
+        cells = load_cells(runs / rid) if (runs / rid).is_dir() else []
+        if cells:
+            groups[(m, "default")] = cells
+    if not groups:
+        return []
+    cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})
+    lines = [
+        "## The default on one CPU model (held-out text)",
+        "",
+        "`vsraq_default` is what `--loss vsraq` does (the re-fit and the "
+        "look-ahead on every other step, `lookahead_every: 2`); `vsraq_refit` is "
+        "the same with the look-ahead on every step, as the matrix above ran it. "
+        "Default budget, W4A16G64, first "
+        f"{EVAL_TOKENS} held-out tokens; every cell of a model in one run, one "
+        "cell per core (the two models side by side), on one CPU model ("
+        + ", ".join(cpus)
+        + "), so the pairs are within one draw of the kernels' rounding and CPU "
+        "time is comparable. Commands:",
+        "",
+        "```",
+        *(
+            "python benchmarks/run.py --jobs 1"
+            + (f" --model {MODELS[m]}" if MODELS[m] else "")
+            + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
+            f"--methods {' '.join(ONE_CPU_METHODS)} --run-id {rid}"
+            for m, rid in ONE_CPU_RUNS.items()
+        ),
+        "```",
+        "",
+    ]
+    for (model, _), cells in groups.items():
+        lines += [f"### {model}", "", *group_table(cells, "W4A16G64"), ""]
+    lines += [
+        "The routing-loss issue's target for the default (disagreement <= 0.90x "
+        "mse, perplexity and KL no worse than mse's seed sd):",
+        "",
+        *target_rows(groups, "vsraq_default"),
+        "",
+    ]
+    return lines
+

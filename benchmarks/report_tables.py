@@ -255,16 +255,20 @@ def _runs(
     timing: bool, eval_text: str | None = None
 ) -> list[tuple[str, dict, list[dict]]]:
     """(name, settings, cells) of the timing runs (named ``timing-*``) or of
-    the other runs evaluated on ``eval_text``."""
+    the other runs evaluated on ``eval_text``; each cell carries ``cpu`` (its
+    own record, else the CPU model the run was begun on)."""
     out = []
     for meta_path in sorted(RUNS.glob("*/run.json")):
         name = meta_path.parent.name
-        st = json.loads(meta_path.read_text())["settings"]
+        meta = json.loads(meta_path.read_text())
+        st = meta["settings"]
         if name.startswith(TIMING_PREFIX) != timing:
             continue
         if eval_text is not None and st.get("eval_text") != eval_text:
             continue
-        out.append((name, st, load_cells(meta_path.parent)))
+        began = meta.get("machine", {}).get("cpu")
+        cells = [{"cpu": began, **c} for c in load_cells(meta_path.parent)]
+        out.append((name, st, cells))
     return out
 
 
@@ -275,9 +279,10 @@ def sweep_table(
     the tuning of the defaults; the held-out text: option variants beside the
     main run ``exclude``), with its disagreement relative to mse of the same
     scheme, seed, model and tuning settings from a run of that text without
-    options (tuning settings other than ``main_settings``' are named in the
-    row); runs named in ``exclude`` are left out (the main run, and the runs
-    with a section of their own)."""
+    options, on the same CPU model (another one rounds differently: another
+    draw of the noise; tuning settings other than ``main_settings``' are named
+    in the row); runs named in ``exclude`` are left out (the main run, and the
+    runs with a section of their own)."""
     rows, mse = [], {}
     for name, st, cells in _runs(timing=False, eval_text=eval_text):
         setting = tuple(st[k] for k in TUNING_KEYS) + (
@@ -286,7 +291,7 @@ def sweep_table(
         )
         for c in cells:
             if c["method"] == "mse" and not st["options"]:
-                mse.setdefault((c["scheme"], c["seed"], setting), c)
+                mse.setdefault((c["scheme"], c["seed"], setting, c["cpu"]), c)
             if name not in exclude:
                 rows.append((name, st, setting, c))
     if not rows:
@@ -298,7 +303,7 @@ def sweep_table(
     ]
     rows.sort(key=lambda r: (r[3]["scheme"], r[3]["seed"], r[3]["method"], r[0]))
     for name, st, setting, c in rows:
-        base = mse.get((c["scheme"], c["seed"], setting))
+        base = mse.get((c["scheme"], c["seed"], setting, c["cpu"]))
         ratio = f"{dis(c) / dis(base):.2f}x" if base else "-"
         opts = _options(st, c, main_settings)
         lines.append(

@@ -218,3 +218,26 @@ def test_a_variant_with_other_iterations_is_compared_with_its_own_mse(
     }
     assert "| iters=200 |" in rows["mse"]
     assert "| iters=200 | 0.0050 | 0.50x |" in rows["vsraq"]  # against its own mse
+
+
+def test_a_variant_is_compared_only_with_mse_of_its_own_cpu(tmp_path, monkeypatch):
+    """The same cell gives other numbers on another CPU model, so a variant run
+    begun on one is not paired with the mse of a run begun on the other."""
+    import json
+
+    monkeypatch.setattr(report_tables, "RUNS", tmp_path)
+    main = write_run(tmp_path, "main", {}, base(0))
+    (tmp_path / "main" / "run.json").write_text(
+        json.dumps({"settings": main, "machine": {"cpu": "CPU A"}})
+    )
+    ours = cell("vsraq", 0, jaccard=0.99, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
+    mse_b = cell("mse", 0, jaccard=0.96, ppl=10.0, kl=0.01, oracle=9.8, cpu=1.0)
+    write_run(tmp_path, "main-b", {}, [{**ours, "cpu": "CPU B"}])
+    rows = report.sweep_table(main, "heldout", exclude="main")
+    assert rows[2].split("|")[7].strip() == "-"  # no mse on CPU B
+    write_run(tmp_path, "main-b-mse", {}, [{**mse_b, "cpu": "CPU B"}])
+    rows = {
+        r.split("|")[1].strip(): r
+        for r in report.sweep_table(main, "heldout", exclude="main")[2:]
+    }
+    assert "| 0.25x |" in rows["`main-b`"]  # (1 - 0.99) / (1 - 0.96), not / 0.02

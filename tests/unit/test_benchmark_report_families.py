@@ -74,3 +74,23 @@ def test_group_table_pairs_by_seed(shift) -> None:
     rows = rf.group_table(_group(shift), "W2A16G64")
     vsraq = next(r for r in rows if r.startswith("| vsraq |"))
     assert "0.85 ± 0.00x" in vsraq and "| 3 |" in vsraq
+
+
+def test_one_cpu_section_pairs_the_default_within_its_run(tmp_path) -> None:
+    import json
+
+    assert rf.one_cpu_section(tmp_path) == []  # nothing ran: no section
+    d = tmp_path / rf.ONE_CPU_RUNS["qwen3_moe"]
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"settings": {}}))
+    for seed in (0, 1):
+        for m, dis in (("mse", 0.02), ("vsraq_default", 0.015),
+                       ("vsraq_refit", 0.016)):
+            c = {**cell(m, seed, dis=dis, ppl=51.0, kl=0.001, scheme="W4A16G64"),
+                 "cpu": "CPU A"}
+            (d / f"{m}__W4A16G64__s{seed}.json").write_text(json.dumps(c))
+    text = "\n".join(rf.one_cpu_section(tmp_path))
+    assert "(CPU A)" in text and "deepseek_v3" not in text.split("```")[-1]
+    row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
+    assert "| 0.75 ± 0.00x |" in row  # 0.015 / 0.02, each seed against its mse
+    assert "| qwen3_moe | default | W4A16G64 | 0.75x |" in text  # the target row
