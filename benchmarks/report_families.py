@@ -78,10 +78,13 @@ def commands(methods: list[str]) -> list[str]:
     return out
 
 
-def family_cells(runs: Path = RUNS) -> dict[tuple[str, str], list[dict]]:
-    """(model, budget) -> the finished cells of its run (empty if not run)."""
+def family_cells(
+    runs: Path = RUNS, run_ids: dict | None = None
+) -> dict[tuple[str, str], list[dict]]:
+    """(model, budget) -> the finished cells of its run (empty if not run);
+    ``run_ids``: (model, budget) -> run id, :data:`FAMILY_RUNS` by default."""
     out = {}
-    for key, rid in FAMILY_RUNS.items():
+    for key, rid in (FAMILY_RUNS if run_ids is None else run_ids).items():
         d = runs / rid
         out[key] = load_cells(d) if d.is_dir() else []
     return out
@@ -407,11 +410,8 @@ def section(img: Path, out_dir: Path) -> list[str]:
 def one_cpu_section(runs: Path = RUNS) -> list[str]:
     """The default against mse and against the look-ahead on every step, each
     model's cells in one run on one CPU model (empty when none ran)."""
-    groups = {}
-    for m, rid in ONE_CPU_RUNS.items():
-        cells = load_cells(runs / rid) if (runs / rid).is_dir() else []
-        if cells:
-            groups[(m, "default")] = cells
+    ids = {(m, "default"): rid for m, rid in ONE_CPU_RUNS.items()}
+    groups = {k: v for k, v in family_cells(runs, ids).items() if v}
     if not groups:
         return []
     cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})

@@ -129,20 +129,23 @@ def run_id_of(settings: dict) -> str:
     return rid
 
 
-def _machine() -> dict:
+def _cpu_model() -> str:
+    """This machine's CPU model name (a run's cells pair only on one)."""
     import platform
 
-    import torch
-
-    cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
-        cpu = platform.processor()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__}
+        return platform.processor()
+    return ""
+
+
+def _machine() -> dict:
+    import torch
+
+    return {"nproc": os.cpu_count(), "cpu": _cpu_model(), "torch": torch.__version__}
 
 
 def _open_run(
@@ -151,7 +154,7 @@ def _open_run(
     meta = run_dir / "run.json"
     if meta.exists():
         old = json.loads(meta.read_text())
-        began, here = old.get("machine", {}).get("cpu"), _machine()["cpu"]
+        began, here = old.get("machine", {}).get("cpu"), _cpu_model()
         if began and began != here and not other_cpu:
             sys.exit(
                 f"run.py: {run_dir} was begun on a {began!r} CPU and this one is "
@@ -211,7 +214,7 @@ def _run_cell(run_dir: Path, spec: dict, log: Path) -> tuple[dict | None, float]
     doc["peak_rss_mb"] = usage.ru_maxrss / 1024  # the cell's process, in MiB
     doc["wall_seconds"] = wall
     doc["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    doc["cpu"] = _machine()["cpu"]  # a run's cells pair only on one CPU model
+    doc["cpu"] = _cpu_model()
     final = run_dir / f"{name}.json"
     tmp = final.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc) + "\n")

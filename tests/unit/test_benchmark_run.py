@@ -31,7 +31,7 @@ def test_a_run_begun_on_another_cpu_is_refused(tmp_path):
     with pytest.raises(SystemExit) as err:
         run._open_run(tmp_path, SETTINGS, "b")
     msg = str(err.value)
-    assert "Some Other CPU 9000" in msg and run._machine()["cpu"] in msg
+    assert "Some Other CPU 9000" in msg and run._cpu_model() in msg
     assert "--run-id" in msg and "--other-cpu" in msg
 
 
@@ -42,6 +42,6 @@ def test_other_cpu_adds_the_cells_and_records_the_command(tmp_path):
 
 
 def test_the_same_cpu_resumes(tmp_path):
-    meta = _begun_on(tmp_path, run._machine()["cpu"])
+    meta = _begun_on(tmp_path, run._cpu_model())
     run._open_run(tmp_path, SETTINGS, "b")
     assert json.loads(meta.read_text())["commands"] == ["a", "b"]
