@@ -259,6 +259,7 @@ def render(
     img = images[0].parent if images else ROOT / "docs" / "img"
     lines += report_families.section(img, out.parent)
     lines += report_families.one_cpu_section()
+    lines += report_families.solve_section()
     lines += report_refit.section(img, out.parent)
     lines += allocate_section()
     lines += ["## Plots", ""]

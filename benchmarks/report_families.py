@@ -60,6 +60,11 @@ ONE_CPU_RUNS = {
     m: FAMILY_RUNS[(m, "default")] + ONE_CPU_SUFFIX for m in MODELS
 }
 ONE_CPU_METHODS = ("mse", "vsraq_default", "vsraq_refit")
+#: DeepSeek-V3's default rerun on another CPU model once the sigmoid re-fit built
+#: its per-expert Gram matrices in stacked products (same checkpoint bytes, less
+#: time): run id
+SOLVE_RUN = FAMILY_RUNS[("deepseek_v3", "default")] + "-epyc"
+SOLVE_METHODS = ("mse", "vsraq_default")
 
 
 def commands(methods: list[str]) -> list[str]:
@@ -450,3 +455,33 @@ def one_cpu_section(runs: Path = RUNS) -> list[str]:
     ]
     return lines
 
+
+def solve_section(runs: Path = RUNS) -> list[str]:
+    """DeepSeek-V3's default against mse in one run after the faster sigmoid
+    re-fit (empty when it has not run)."""
+    cells = family_cells(runs, {("deepseek_v3", "default"): SOLVE_RUN})
+    group = cells[("deepseek_v3", "default")]
+    if not group:
+        return []
+    cpus = sorted({c.get("cpu") or "?" for c in group})
+    return [
+        "### deepseek_v3 after the faster sigmoid re-fit",
+        "",
+        "The sigmoid target weights every expert's tokens differently, so its "
+        "re-fit builds one Gram matrix per expert; since they are built in "
+        "stacked products (`vsraq_modifier/refit/solve.py`) the checkpoints are "
+        "byte-identical and the re-fit takes half the time (profiled: docs/refit.md, "
+        "\"Cost\"). The same cells as above, mse and vsraq_default, in one run on "
+        + ", ".join(cpus)
+        + " (another CPU model than the run above: compare the ratios, not the "
+        "numbers):",
+        "",
+        "```",
+        f"python benchmarks/run.py --jobs 2 --model deepseek_v3 --eval-tokens "
+        f"{EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 --methods "
+        f"{' '.join(SOLVE_METHODS)} --run-id {SOLVE_RUN}",
+        "```",
+        "",
+        *group_table(group, "W4A16G64"),
+        "",
+    ]

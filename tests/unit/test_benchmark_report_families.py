@@ -94,3 +94,21 @@ def test_one_cpu_section_pairs_the_default_within_its_run(tmp_path) -> None:
     row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
     assert "| 0.75 ± 0.00x |" in row  # 0.015 / 0.02, each seed against its mse
     assert "| qwen3_moe | default | W4A16G64 | 0.75x |" in text  # the target row
+
+
+def test_solve_section_renders_deepseek_v3_within_its_run(tmp_path) -> None:
+    import json
+
+    assert rf.solve_section(tmp_path) == []  # nothing ran: no section
+    d = tmp_path / rf.SOLVE_RUN
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"settings": {}}))
+    for seed in (0, 1):
+        for m, dis in (("mse", 0.02), ("vsraq_default", 0.016)):
+            c = {**cell(m, seed, dis=dis, ppl=41.0, kl=0.001, scheme="W4A16G64"),
+                 "cpu": "CPU B"}
+            (d / f"{m}__W4A16G64__s{seed}.json").write_text(json.dumps(c))
+    text = "\n".join(rf.solve_section(tmp_path))
+    assert "CPU B" in text and f"--run-id {rf.SOLVE_RUN}" in text
+    row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
+    assert "| 0.80 ± 0.00x |" in row
