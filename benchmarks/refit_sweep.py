@@ -1,16 +1,19 @@
-"""Router re-fit variants on the shipped MoE, measured on the validation split.
+"""Router re-fit variants on a shipped MoE, measured on the validation split.
 
-Quantizes the shipped model with the project's runner (``quantize_checkpoint``:
-AutoRound SignRound; small settings, see --help), then, per checkpoint and per fit
-variant (target, weights, ridge, safeguard), re-fits the routers in model order
-exactly as ``vsraq refit`` does (``refit_routers``, on the quantization's own
-calibration windows) and measures routing agreement, KL and perplexity against the
-full-precision model on the validation split of the calibration text (never the
-held-out text). One JSON file per (variant, checkpoint) under
-``benchmarks/runs/refit-<id>/``; existing files are skipped (resumable).
+Quantizes a shipped model (the first by default; ``--model deepseek_v3``: the
+sigmoid-router one, with the sigmoid variants) with the project's runner
+(``quantize_checkpoint``: AutoRound SignRound; small settings, see --help),
+then, per checkpoint and per fit variant (target, weights, ridge, safeguard),
+re-fits the routers in model order exactly as ``vsraq refit`` does
+(``refit_routers``, on the quantization's own calibration windows) and measures
+routing agreement, KL and perplexity against the full-precision model on the
+validation split of the calibration text (never the held-out text). One JSON
+file per (variant, checkpoint) under ``benchmarks/runs/refit-<id>/``; existing
+files are skipped (resumable).
 
     nice -n 10 python benchmarks/refit_sweep.py
     python benchmarks/refit_sweep.py --table      # the docs/refit.md table
+    nice -n 10 python benchmarks/refit_sweep.py --model deepseek_v3
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from refit_tiny import tiny_sweep  # noqa: E402
+from refit_tiny import SIGMOID_VARIANTS, tiny_sweep  # noqa: E402
 
 from vsraq_modifier.refit import RefitOptions  # noqa: E402
 
@@ -66,12 +69,53 @@ for _r in (1e-3, 1e-2):
     }
 
 
+#: the sigmoid-router model's variants: the tiny models' ones, the in-loop form
+#: (refit_all) and the unguarded logits fit whose error share is the linearly
+#: correctable part of the router-logit error
+SIGMOID_SWEEP: dict[str, dict] = {
+    **SIGMOID_VARIANTS,
+    "sigmoid-uniform-0.001-refitall": {
+        "target": "sigmoid",
+        "ridge": 1e-3,
+        "refit_all": True,
+    },
+    "logits-uniform-0.001-nosafeguard": {
+        "target": "logits",
+        "ridge": 1e-3,
+        "holdout": 0.0,
+    },
+}
+#: the variant whose fit error gives the linearly correctable share, per family
+SHARE_VARIANT = {
+    "softmax": "centred-uniform-0.001-nosafeguard",
+    "sigmoid": "logits-uniform-0.001-nosafeguard",
+}
+
+
+def variants_for(score_fn: str) -> dict[str, dict]:
+    """The sweep's variants for a router family (its ``RouterSpec.score_fn``)."""
+    return SIGMOID_SWEEP if score_fn == "sigmoid" else VARIANTS
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a = ap.add_argument
     a("--methods", nargs="+", default=["rtn", "mse"], help="default rtn mse")
     a("--schemes", nargs="+", default=["W4A16", "W3A16"], help="default W4A16 W3A16")
-    a("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    a(
+        "--model",
+        default=None,
+        help="a shipped model's name (qwen3_moe, deepseek_v3); default the first",
+    )
+    a(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=list({**VARIANTS, **SIGMOID_SWEEP}),
+        metavar="VARIANT",
+        help="default: every variant of the model's router family (VARIANTS, "
+        "or SIGMOID_SWEEP for sigmoid routers, in this file)",
+    )
     a("--seed", type=int, default=0, help="quantization seed and windows (default 0)")
     a("--iters", type=int, default=40, help="SignRound iterations (default 40)")
     a("--nsamples", type=int, default=32, help="calibration windows (default 32)")
@@ -90,10 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_dir(args: argparse.Namespace) -> Path:
+    model = f"-{args.model}" if args.model not in (None, "qwen3_moe") else ""
     return (
         HERE
         / "runs"
-        / f"refit-it{args.iters}-n{args.nsamples}x{args.seqlen}-s{args.seed}"
+        / f"refit-it{args.iters}-n{args.nsamples}x{args.seqlen}-s{args.seed}{model}"
     )
 
 
@@ -102,8 +147,9 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _checkpoint(args, out: Path, method: str, scheme: str, samples) -> dict:
-    from vsraq_modifier import data
+def _checkpoint(
+    args, model_dir: Path, out: Path, method: str, scheme: str, samples
+) -> dict:
     from vsraq_modifier.runs import quantize_checkpoint
 
     meta = out.parent.parent / f"ckpt__{method}__{scheme}.json"
@@ -111,7 +157,7 @@ def _checkpoint(args, out: Path, method: str, scheme: str, samples) -> dict:
         return json.loads(meta.read_text())
     cpu = _cpu()
     q = quantize_checkpoint(
-        data.shipped_model_dir(),
+        model_dir,
         out,
         method=method,
         scheme=scheme,
@@ -200,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             indent=1,
         )
     )
-    model_dir = data.shipped_model_dir()
+    model_dir = data.shipped_model_dir(args.model or "qwen3_moe")
     ids = text_token_ids(data.calibration_text_path(), model_dir)
     samples = calibration_samples(
         split_tokens(ids, "calibration"),
@@ -210,21 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     val = _chunks(split_tokens(ids, "validation"), 256)
     reference = load_model(model_dir, dtype="float32").model
+    from vsraq_modifier.routers import find_routers
+
+    family = variants_for(find_routers(reference)[0].spec.score_fn)
+    variants = [v for v in (args.variants or family) if v in family]
     ref_cache: dict = {}
     for scheme in args.schemes:
         for method in args.methods:
             ck = out / "work" / f"{method}__{scheme}"
-            info = _checkpoint(args, ck, method, scheme, samples)
+            info = _checkpoint(args, model_dir, ck, method, scheme, samples)
             todo = [
                 v
-                for v in args.variants
+                for v in variants
                 if not (out / f"{v}__{method}__{scheme}.json").exists()
             ]
             if not todo:
                 continue
             quantized = load_model(ck, dtype="float32").model
-            from vsraq_modifier.routers import find_routers
-
             sites = find_routers(quantized)
             original = {s.layer: s.router.weight.detach().clone() for s in sites}
             for v in todo:
@@ -232,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     for s in sites:
                         s.router.weight.copy_(original[s.layer])
                 opts = RefitOptions(
-                    **{"method": "ridge", "refit_all": False, **VARIANTS[v]}
+                    **{"method": "ridge", "refit_all": False, **family[v]}
                 )
                 t0, c0 = time.perf_counter(), _cpu()
                 routers = []
@@ -257,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 ev = _evaluate(reference, quantized, val, ref_cache)
                 rec = {
                     "variant": v,
-                    "options": VARIANTS[v],
+                    "options": family[v],
                     "method": method,
                     "scheme": scheme,
                     "checkpoint": info,
@@ -296,7 +344,8 @@ def table(out: Path) -> str:
     head = "| variant | " + " | ".join(f"{s} {m}" for s, m in cols) + " |"
     lines = [head, "|---" * (len(cols) + 1) + "|"]
     by = {(r["variant"], r["scheme"], r["method"]): r for r in recs}
-    for v in VARIANTS:
+    present = {r["variant"] for r in recs}
+    for v in [v for v in {**VARIANTS, **SIGMOID_SWEEP} if v in present]:
         cells = []
         for s, m in cols:
             r = by.get((v, s, m))
@@ -312,16 +361,20 @@ def table(out: Path) -> str:
                 f"{ev['disagreement']:.4f} = {ratio:.2f}x, KL {dkl:+.0f}%{extra}"
             )
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    # share of the (centred) router-logit error that the linear fit removes, per
-    # router, on the calibration tokens it was fitted on (all of them, no holdout)
+    # share of the router-logit error (centred for softmax routers) that the linear
+    # fit removes, per router, on the calibration tokens it was fitted on (all of
+    # them, no holdout)
+    share = next((v for v in SHARE_VARIANT.values() if v in present), None)
+    if share is None:
+        return "\n".join(lines)
     lines += [
         "",
         "| checkpoint | linearly removed share of the router-logit error, "
-        "layers 0.. (centred-uniform-0.001-nosafeguard, calibration tokens) |",
+        f"layers 0.. ({share}, calibration tokens) |",
         "|---|---|",
     ]
     for s, m in cols:
-        r = by.get(("centred-uniform-0.001-nosafeguard", s, m))
+        r = by.get((share, s, m))
         if r:
             shares = [1 - x["fit_error"][1] / x["fit_error"][0] for x in r["routers"]]
             lines.append(f"| {s} {m} | " + " ".join(f"{v:.2f}" for v in shares) + " |")

@@ -13,22 +13,23 @@ from vsraq_modifier.refit import RefitOptions
 
 HERE = Path(__file__).resolve().parent
 
-#: variants for the tiny random sigmoid-router models (--tiny)
-TINY_VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
+#: variants for sigmoid routers: the tiny random models (--tiny) and the shipped
+#: DeepSeek-V3-style model (refit_sweep.py --model deepseek_v3)
+SIGMOID_VARIANTS: dict[str, dict] = {"none": {"method": "none"}}
 for _r in (1e-3, 1e-2):
-    TINY_VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
-    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}"] = {"target": "sigmoid", "ridge": _r}
-    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-gn3"] = {
+    SIGMOID_VARIANTS[f"logits-uniform-{_r:g}"] = {"target": "logits", "ridge": _r}
+    SIGMOID_VARIANTS[f"sigmoid-uniform-{_r:g}"] = {"target": "sigmoid", "ridge": _r}
+    SIGMOID_VARIANTS[f"sigmoid-uniform-{_r:g}-gn3"] = {
         "target": "sigmoid",
         "ridge": _r,
         "iters": 3,
     }
-    TINY_VARIANTS[f"sigmoid-uniform-{_r:g}-corrbias"] = {
+    SIGMOID_VARIANTS[f"sigmoid-uniform-{_r:g}-corrbias"] = {
         "target": "sigmoid",
         "ridge": _r,
         "correction_bias": True,
     }
-    TINY_VARIANTS[f"sigmoid-boundary-{_r:g}"] = {
+    SIGMOID_VARIANTS[f"sigmoid-boundary-{_r:g}"] = {
         "target": "sigmoid",
         "ridge": _r,
         "weights": "boundary",
@@ -81,11 +82,13 @@ def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     for seed in (0, 1, 2) if not only_table else ():
-        todo = [v for v in TINY_VARIANTS if not (out / f"{v}__s{seed}.json").exists()]
+        todo = [
+            v for v in SIGMOID_VARIANTS if not (out / f"{v}__s{seed}.json").exists()
+        ]
         for v in todo:
             reference, quantized, cal, val = _tiny_pair(family, seed)
             opts = RefitOptions(
-                **{"method": "ridge", "refit_all": False, **TINY_VARIANTS[v]}
+                **{"method": "ridge", "refit_all": False, **SIGMOID_VARIANTS[v]}
             )
             res = (
                 []
@@ -104,7 +107,7 @@ def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
             j = [m.jaccard for m in acc.result()]
             rec = {
                 "variant": v,
-                "options": TINY_VARIANTS[v],
+                "options": SIGMOID_VARIANTS[v],
                 "seed": seed,
                 "mean_jaccard": sum(j) / len(j),
                 "jaccard": j,
@@ -117,7 +120,7 @@ def tiny_sweep(family: str, threads: int, only_table: bool) -> int:
         "| variant | disagreement / none, per seed | routers kept |",
         "|---|---|---|",
     ]
-    for v in TINY_VARIANTS:
+    for v in SIGMOID_VARIANTS:
         rs = sorted((r for r in recs if r["variant"] == v), key=lambda r: r["seed"])
         ratios = " ".join(
             f"{(1 - r['mean_jaccard']) / base[r['seed']]:.2f}x"
