@@ -18,7 +18,12 @@ ROUTING_LOSSES: tuple[str, ...] = ("topk_mse", "router_kl", "vsraq")
 #: float32 block loss overflows long before 1e38
 MAX_WEIGHT = 1e6
 #: the options each loss reads (any other option set with it would do nothing)
-_REFIT = {"router_refit", "router_refit_ridge", "router_refit_accept_se"}
+_REFIT = {
+    "router_refit",
+    "router_refit_ridge",
+    "router_refit_accept_se",
+    "router_refit_target",
+}
 _ROUTING = {
     "lookahead",
     "lookahead_every",
@@ -159,6 +164,17 @@ class VSRAQConfig(BaseModel):
         "tokens exceeds this many standard errors of that gain. 0 (default): "
         "any gain, which the validation split supports (docs/refit.md); 1 or "
         "more also refuses gains within the noise of the held-aside tokens.",
+    )
+    router_refit_target: Literal["auto", "logits", "centred", "sigmoid"] = Field(
+        "auto",
+        description="what the router re-fit matches. auto (default): the centred "
+        "logits for softmax and top-k-of-logits routers, the sigmoid scores for "
+        "sigmoid routers (DeepSeek-V3 family); logits: the reference logits "
+        "themselves, which on a sigmoid router costs E times less (one Gram "
+        "matrix shared by the experts instead of one per expert: the choice for a "
+        "model too large for the per-expert solves) and routed as well on the "
+        "validation split; centred (not for sigmoid routers) and sigmoid (sigmoid "
+        "routers only) force the others (docs/refit.md).",
     )
 
     @field_validator(

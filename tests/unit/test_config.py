@@ -34,6 +34,11 @@ def test_router_refit_auto_is_on_with_a_routing_loss_only(loss: str) -> None:
         if loss == "mse":
             with pytest.raises(ValidationError, match="router re-fit is off"):
                 VSRAQConfig(loss=loss, **{name: 0.1})
+    assert VSRAQConfig(loss=loss, router_refit="ridge", router_refit_target="logits")
+    with pytest.raises(ValidationError, match="router_refit_target.*re-fit is off"):
+        VSRAQConfig(loss=loss, router_refit="none", router_refit_target="logits")
+    with pytest.raises(ValidationError, match="router_refit_target"):
+        VSRAQConfig(router_refit_target="softmax")
 
 
 def test_refit_defaults_are_the_fit_modules() -> None:
@@ -42,6 +47,7 @@ def test_refit_defaults_are_the_fit_modules() -> None:
 
     c, r = VSRAQConfig(), RefitOptions()
     assert (c.router_refit_ridge, c.router_refit_accept_se) == (r.ridge, r.accept_se)
+    assert c.router_refit_target == r.target == "auto"
     for bad in (-0.1, float("nan"), 11.0):
         with pytest.raises(ValidationError, match="router_refit_accept_se"):
             VSRAQConfig(router_refit_accept_se=bad)

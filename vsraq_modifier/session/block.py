@@ -480,4 +480,3 @@ class BlockSession:
             host_best=min(self.host_iters) if kept is not None else float("nan"),
             refit={self.names[k]: r.summary() for k, r in sorted(self.refits.items())},
         )
-

@@ -20,7 +20,7 @@ from vsraq_modifier.masks import lookahead_kwargs
 from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
 from vsraq_modifier.objective import BlockObjective
 from vsraq_modifier.objective.combine import world_size
-from vsraq_modifier.refit import RefitOptions
+from vsraq_modifier.refit import RefitOptions, resolved_target
 from vsraq_modifier.routers import UnsupportedModelError, find_routers
 from vsraq_modifier.routers.base import RouterSite, decoder_layers, text_config
 from vsraq_modifier.session.block import BlockSession
@@ -49,6 +49,20 @@ class ModelRouting:
         self.layers = list(decoder_layers(model))
         ids = {id(m) for m in self.layers}
         self.layer_names = {id(m): n for n, m in model.named_modules() if id(m) in ids}
+        if config.refit_method != "none":
+            self._check_refit_target()
+
+    def _check_refit_target(self) -> None:
+        """Refuse a re-fit target that does not suit a router before any block is
+        tuned (the re-fit itself would only find out after the first block)."""
+        for site in self.sites:
+            try:
+                resolved_target(site.spec, self.config.router_refit_target)
+            except ValueError as err:
+                raise ValueError(
+                    f"router_refit_target: {err} (the router of decoder layer "
+                    f"{site.layer}, {site.name})"
+                ) from None
 
     def describe(self) -> str:
         ahead = "on" if self.config.lookahead else "off"
@@ -136,6 +150,7 @@ class ModelRouting:
             method="ridge",
             ridge=self.config.router_refit_ridge,
             accept_se=self.config.router_refit_accept_se,
+            target=self.config.router_refit_target,
         )
 
     def guard_memory(

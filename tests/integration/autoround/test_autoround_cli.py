@@ -237,6 +237,7 @@ def test_without_loss_plain_autoround_runs(model_dir, monkeypatch):
         (["--loss", "mse", "--vsraq_router_refit_ridge", "0.1"], "re-fit is off"),
         (["--loss", "mse", "--vsraq_router_refit_accept_se", "1"], "re-fit is off"),
         (["--loss", "vsraq", "--vsraq_router_refit_accept_se", "-1"], "accept_se"),
+        (["--loss", "mse", "--vsraq_router_refit_target", "logits"], "re-fit is off"),
         (["--loss", "vsraq", "--enable_torch_compile"], "--enable_torch_compile"),
         (["--loss", "vsraq", "--enable_lfq"], "Remove --enable_lfq"),
     ],

@@ -73,3 +73,21 @@ def test_router_refit_runs_in_one_process_only(monkeypatch) -> None:
     assert ModelRouting(model, VSRAQConfig(router_refit="none")).refit_options() is None
     # the default (auto) is switched off there instead, with a log line
     assert ModelRouting(model, VSRAQConfig()).refit_options() is None
+
+
+def test_a_refit_target_that_does_not_suit_a_router_is_refused_before_tuning() -> None:
+    sigmoid = tiny_model("deepseek_v3", num_hidden_layers=2)
+    softmax = tiny_model("qwen3_moe", num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"router_refit_target: target='centred'.*"
+                       r"sigmoid router.*decoder layer 1, mlp\.gate"):
+        ModelRouting(sigmoid, VSRAQConfig(router_refit_target="centred"))
+    with pytest.raises(ValueError, match="target='sigmoid' needs a sigmoid router"):
+        ModelRouting(softmax, VSRAQConfig(router_refit_target="sigmoid"))
+    # the target the run fits with
+    for model, target in ((sigmoid, "logits"), (softmax, "centred")):
+        routing = ModelRouting(model, VSRAQConfig(router_refit_target=target))
+        options = routing.refit_options()
+        assert options is not None and options.target == target
+    assert ModelRouting(sigmoid, VSRAQConfig()).refit_options().target == "auto"
+    # off: nothing to check (and setting it with the re-fit off is refused)
+    assert ModelRouting(sigmoid, VSRAQConfig(loss="mse")).refit_options() is None

@@ -82,7 +82,13 @@ def add_vsraq_arguments(group: Any) -> None:
             metavar="N" if kind is int else "X",
             help=_help(name),
         )
-    for name in ("value_target", "structure", "best_iteration", "router_refit"):
+    for name in (
+        "value_target",
+        "structure",
+        "best_iteration",
+        "router_refit",
+        "router_refit_target",
+    ):
         choices = list(_FIELDS[name].annotation.__args__)
         group.add_argument(
             FLAGS[name],

@@ -133,6 +133,9 @@ class VSRAQModifier(seams.arguments_seam()):
     router_refit: Literal["auto", "none", "ridge"] = _option("router_refit")
     router_refit_ridge: float = _option("router_refit_ridge")
     router_refit_accept_se: float = _option("router_refit_accept_se")
+    router_refit_target: Literal["auto", "logits", "centred", "sigmoid"] = _option(
+        "router_refit_target"
+    )
 
     #: off here (AutoRoundModifier's default is on): the router hooks need eager
     #: blocks, and a saved recipe.yaml then reloads without the conflict
