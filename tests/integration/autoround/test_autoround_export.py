@@ -105,8 +105,11 @@ def _load(folder: Path, fmt: str, name: str):
         from auto_round.modeling.unfused_moe import apply_model_monkey_patches
 
         assert apply_model_monkey_patches(str(folder))
-        if name in WEIGHT_ONLY:
-            kwargs["dtype"] = torch.float32
+        # compressed-tensors decompresses the integer schemes' weights to the
+        # float32 asked for here, the FP4 ones (MXFP4, NVFP4) to bfloat16 whatever
+        # the config says; AutoRound writes a float32 config on a CPU without
+        # bf16 support (no amp: AMD EPYC here), a bfloat16 one on a CPU with it
+        kwargs["dtype"] = torch.float32 if name in WEIGHT_ONLY else torch.bfloat16
     model, info = AutoModelForCausalLM.from_pretrained(
         folder, output_loading_info=True, **kwargs
     )
