@@ -185,7 +185,7 @@ def jaccard(
 
 def _check_finite(**tensors: Tensor | None) -> None:
     for name, t in tensors.items():
-        if t is None:
+        if t is None or bool(torch.isfinite(t).all()):
             continue
         bad = int((~torch.isfinite(t)).sum())
         if bad:
@@ -222,6 +222,18 @@ def fit_router(
     bias is ``spec.bias`` (fitted only with ``options.correction_bias``)."""
     x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
     _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
+    return _fit_valid(weight, bias, spec, x, ref, options)
+
+
+def _fit_valid(
+    weight: Tensor,
+    bias: Tensor | None,
+    spec: RouterSpec,
+    x: Tensor,
+    ref: Tensor,
+    options: RefitOptions,
+) -> tuple[RouterFit, float, float]:
+    """:func:`fit_router` on tokens already checked (float64 [T, H] and [T, E])."""
     c0 = spec.bias.detach().double().cpu() if spec.bias is not None else None
     if x.shape[0] == 0:
         return RouterFit(weight, bias, spec.bias), float("nan"), float("nan")
@@ -293,7 +305,7 @@ def refit_router(
         return RefitResult(original, False, nan, nan, nan, nan, n - held, held)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed))
     hi, fi = perm[:held], perm[held:]
-    fit, before, after = fit_router(weight, bias, spec, x[fi], ref[fi], None, options)
+    fit, before, after = _fit_valid(weight, bias, spec, x[fi], ref[fi], options)
     stored = RouterFit(
         _like(fit.weight, weight, dtype),
         _like(fit.bias, bias, dtype),
@@ -317,7 +329,7 @@ def refit_router(
     # with one held-aside token there is no standard error: any gain then
     keep = a1 - a0 > (options.accept_se * se if held >= 2 else 0.0)
     if keep and options.refit_all:
-        full, _, _ = fit_router(weight, bias, spec, x, ref, None, options)
+        full, _, _ = _fit_valid(weight, bias, spec, x, ref, options)
         stored = RouterFit(
             _like(full.weight, weight, dtype),
             _like(full.bias, bias, dtype),
