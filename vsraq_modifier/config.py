@@ -168,13 +168,12 @@ class VSRAQConfig(BaseModel):
     router_refit_target: Literal["auto", "logits", "centred", "sigmoid"] = Field(
         "auto",
         description="what the router re-fit matches. auto (default): the centred "
-        "logits for softmax and top-k-of-logits routers, the sigmoid scores for "
-        "sigmoid routers (DeepSeek-V3 family); logits: the reference logits "
-        "themselves, which on a sigmoid router costs E times less (one Gram "
-        "matrix shared by the experts instead of one per expert: the choice for a "
-        "model too large for the per-expert solves) and routed as well on the "
-        "validation split; centred (not for sigmoid routers) and sigmoid (sigmoid "
-        "routers only) force the others (docs/refit.md).",
+        "logits for softmax and top-k-of-logits routers, the reference logits "
+        "themselves for sigmoid routers (DeepSeek-V3 family; one Gram matrix "
+        "shared by the experts); sigmoid (sigmoid routers only): a fit in score "
+        "space, one Gram matrix per expert, E times the cost, which routed no "
+        "better on the validation split; logits and centred (not for sigmoid "
+        "routers) force the others (docs/refit.md).",
     )
 
     @field_validator(

@@ -118,8 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--target",
         choices=("auto", "logits", "centred", "sigmoid"),
         default="auto",
-        help="fit target (default auto: centred logits for softmax routers, sigmoid "
-        "space for sigmoid routers)",
+        help="fit target (default auto: centred logits for softmax routers, the "
+        "logits for sigmoid routers; sigmoid: a fit in score space, one Gram matrix "
+        "per expert, E times the cost)",
     )
     a(
         "--weights",

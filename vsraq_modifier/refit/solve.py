@@ -21,10 +21,12 @@ Target = Literal["auto", "logits", "centred", "sigmoid"]
 
 
 def resolved_target(spec: RouterSpec, target: Target) -> str:
-    """``auto``: centred for softmax and logits routers, sigmoid for sigmoid ones;
+    """``auto``: centred for softmax and logits routers, logits for sigmoid ones
+    (routed as well as the sigmoid target on the validation split, with one Gram
+    matrix shared by the experts instead of one per expert: docs/refit.md);
     refuses a target that does not fit the router."""
     if target == "auto":
-        return "sigmoid" if spec.score_fn == "sigmoid" else "centred"
+        return "logits" if spec.score_fn == "sigmoid" else "centred"
     if target == "centred" and spec.score_fn == "sigmoid":
         raise ValueError(
             "target='centred' does not fit a sigmoid router: its "
@@ -166,6 +168,11 @@ def fit64(
     """The fit in float64 on valid tokens: (W, b, correction bias, error before,
     error after)."""
     target = resolved_target(spec, options.target)
+    if options.correction_bias and target != "sigmoid":
+        raise ValueError(
+            "correction_bias=True fits the selection bias in score space: it needs "
+            f"target='sigmoid' (this router's target is {target!r})"
+        )
     t = x.shape[0]
     ms = float((x * x).mean()) or 1.0
     ones = torch.ones(t, 1, dtype=torch.float64)

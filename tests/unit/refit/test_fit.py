@@ -229,7 +229,7 @@ def test_sigmoid_router_fit_in_score_space(correction_bias):
     m = torch.eye(16, dtype=torch.float64) + 0.3 * torch.randn(
         16, 16, generator=g, dtype=torch.float64
     )
-    opts = ridge(1e-4, iters=3, correction_bias=correction_bias)
+    opts = ridge(1e-4, target="sigmoid", iters=3, correction_bias=correction_bias)
     res = refit_router(w.float(), None, spec, x @ m.T, x @ w.T, options=opts)
     assert res.fit_error_after < 0.2 * res.fit_error_before
     assert res.accepted and res.agreement_after > res.agreement_before
@@ -260,7 +260,7 @@ def test_options_are_checked():
         resolved_target(SOFTMAX, "sigmoid")
     with pytest.raises(ValueError, match="shared shift"):
         resolved_target(sigmoid_spec(), "centred")
-    assert resolved_target(sigmoid_spec(), "auto") == "sigmoid"
+    assert resolved_target(sigmoid_spec(), "auto") == "logits"
     assert resolved_target(LOGITS, "auto") == "centred"
 
 
@@ -330,3 +330,12 @@ def test_all_padding_keeps_the_router():
     mask = torch.zeros(20, dtype=torch.bool)
     res = refit_router(w, None, SOFTMAX, x + 1, x @ w.T, mask)
     assert not res.accepted and res.fit.weight is w and res.fit_tokens == 0
+
+
+def test_correction_bias_needs_the_sigmoid_target():
+    """auto is the logits target on a sigmoid router, where the selection bias
+    has no part: asking to fit it there is refused, not ignored."""
+    x, w, _ = data(t=256)
+    spec = sigmoid_spec(torch.zeros(8))
+    with pytest.raises(ValueError, match="correction_bias=True.*target='sigmoid'"):
+        refit_router(w, None, spec, x, x @ w.T, options=ridge(correction_bias=True))

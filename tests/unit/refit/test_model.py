@@ -40,9 +40,16 @@ def _state(model):
 @pytest.mark.parametrize(
     "family, options",
     [
-        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, iters=2)),
-        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, correction_bias=True)),
-        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3, weights="boundary")),
+        ("deepseek_v3", RefitOptions(method="ridge", ridge=1e-3)),  # auto: logits
+        ("deepseek_v3", RefitOptions(method="ridge", target="sigmoid", iters=2)),
+        (
+            "deepseek_v3",
+            RefitOptions(method="ridge", target="sigmoid", correction_bias=True),
+        ),
+        (
+            "deepseek_v3",
+            RefitOptions(method="ridge", target="sigmoid", weights="boundary"),
+        ),
         ("gpt_oss", RefitOptions(method="ridge", ridge=1e-3)),
     ],
 )

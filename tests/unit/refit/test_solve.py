@@ -16,7 +16,7 @@ def test_targets_by_family_and_boundary_weights() -> None:
     softmax = find_routers(tiny_model("qwen3_moe", num_hidden_layers=1))[0].spec
     sigmoid = find_routers(tiny_model("deepseek_v3", num_hidden_layers=2))[0].spec
     assert resolved_target(softmax, "auto") == "centred"
-    assert resolved_target(sigmoid, "auto") == "sigmoid"
+    assert resolved_target(sigmoid, "auto") == "logits"
     z = torch.randn(5, softmax.num_experts)
     w = boundary_weights(z, softmax)
     assert w.shape == z.shape
