@@ -62,8 +62,17 @@ ONE_CPU_RUNS = {
 ONE_CPU_METHODS = ("mse", "vsraq_default", "vsraq_refit")
 #: DeepSeek-V3's default rerun on another CPU model once the sigmoid re-fit built
 #: its per-expert Gram matrices in stacked products (same checkpoint bytes, less
-#: time): run id
+#: time), and again with the logits target (the default for sigmoid routers since
+#: then): run id -> what the run's vsraq_default re-fits with
 SOLVE_RUN = FAMILY_RUNS[("deepseek_v3", "default")] + "-epyc"
+LOGITS_RUN = FAMILY_RUNS[("deepseek_v3", "default")] + "-logits-epyc"
+SOLVE_RUNS = {
+    SOLVE_RUN: ("the sigmoid target, the default then", ""),
+    LOGITS_RUN: (
+        "the logits target, the default now",
+        " --option router_refit_target=logits",
+    ),
+}
 SOLVE_METHODS = ("mse", "vsraq_default")
 
 
@@ -457,31 +466,41 @@ def one_cpu_section(runs: Path = RUNS) -> list[str]:
 
 
 def solve_section(runs: Path = RUNS) -> list[str]:
-    """DeepSeek-V3's default against mse in one run after the faster sigmoid
-    re-fit (empty when it has not run)."""
-    cells = family_cells(runs, {("deepseek_v3", "default"): SOLVE_RUN})
-    group = cells[("deepseek_v3", "default")]
-    if not group:
+    """DeepSeek-V3's default against mse, each run on one CPU model, after the
+    faster sigmoid re-fit and with the logits target (empty when neither ran)."""
+    ids = {(rid, ""): rid for rid in SOLVE_RUNS}
+    groups = {k[0]: v for k, v in family_cells(runs, ids).items() if v}
+    if not groups:
         return []
-    cpus = sorted({c.get("cpu") or "?" for c in group})
-    return [
+    cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})
+    lines = [
         "### deepseek_v3 after the faster sigmoid re-fit",
         "",
         "The sigmoid target weights every expert's tokens differently, so its "
         "re-fit builds one Gram matrix per expert; since they are built in "
         "stacked products (`vsraq_modifier/refit/solve.py`) the checkpoints are "
         "byte-identical and the re-fit takes half the time (profiled: docs/refit.md, "
-        "\"Cost\"). The same cells as above, mse and vsraq_default, in one run on "
+        "\"Cost\"). The logits target, which routed as well on the validation "
+        "split (docs/refit.md, \"Sigmoid routers\"), needs one shared Gram matrix "
+        "and is the default for sigmoid routers now. mse and vsraq_default, every "
+        "cell of a run on one CPU model, "
         + ", ".join(cpus)
         + " (another CPU model than the run above: compare the ratios, not the "
         "numbers):",
         "",
-        "```",
-        f"python benchmarks/run.py --jobs 2 --model deepseek_v3 --eval-tokens "
-        f"{EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 --methods "
-        f"{' '.join(SOLVE_METHODS)} --run-id {SOLVE_RUN}",
-        "```",
-        "",
-        *group_table(group, "W4A16G64"),
-        "",
     ]
+    for rid, cells in groups.items():
+        what, option = SOLVE_RUNS[rid]
+        lines += [
+            f"vsraq_default with {what}:",
+            "",
+            "```",
+            f"python benchmarks/run.py --jobs 2 --model deepseek_v3 --eval-tokens "
+            f"{EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 --methods "
+            f"{' '.join(SOLVE_METHODS)}{option} --run-id {rid}",
+            "```",
+            "",
+            *group_table(cells, "W4A16G64"),
+            "",
+        ]
+    return lines

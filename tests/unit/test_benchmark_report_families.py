@@ -112,3 +112,15 @@ def test_solve_section_renders_deepseek_v3_within_its_run(tmp_path) -> None:
     assert "CPU B" in text and f"--run-id {rf.SOLVE_RUN}" in text
     row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
     assert "| 0.80 ± 0.00x |" in row
+    assert "the logits target" not in text  # that run has not run
+    d = tmp_path / rf.LOGITS_RUN
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"settings": {}}))
+    for m, dis in (("mse", 0.02), ("vsraq_default", 0.014)):
+        c = {**cell(m, 0, dis=dis, ppl=41.0, kl=0.001, scheme="W4A16G64"),
+             "cpu": "CPU B"}
+        (d / f"{m}__W4A16G64__s0.json").write_text(json.dumps(c))
+    text = "\n".join(rf.solve_section(tmp_path))
+    assert "router_refit_target=logits --run-id " + rf.LOGITS_RUN in text
+    rows = [r for r in text.splitlines() if r.startswith("| vsraq_default |")]
+    assert len(rows) == 2 and "| 0.70x |" in rows[1]  # one seed: no spread
