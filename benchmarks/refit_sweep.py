@@ -258,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     reference = load_model(model_dir, dtype="float32").model
     from vsraq_modifier.routers import find_routers
 
-    family = variants_for(find_routers(reference)[0].spec.score_fn)
-    variants = [v for v in (args.variants or family) if v in family]
+    score_fn = find_routers(reference)[0].spec.score_fn
+    family = variants_for(score_fn)
+    other = [v for v in args.variants or () if v not in family]
+    if other:
+        raise SystemExit(
+            f"--variants {' '.join(other)}: not variants for this model's "
+            f"{score_fn} routers; choose from {' '.join(family)}"
+        )
+    variants = list(args.variants or family)
     ref_cache: dict = {}
     for scheme in args.schemes:
         for method in args.methods:
