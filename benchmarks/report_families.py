@@ -92,11 +92,10 @@ def commands(methods: list[str]) -> list[str]:
     return out
 
 
-def family_cells(
-    runs: Path = RUNS, run_ids: dict | None = None
-) -> dict[tuple[str, str], list[dict]]:
+def family_cells(runs: Path = RUNS, run_ids: dict | None = None) -> dict:
     """(model, budget) -> the finished cells of its run (empty if not run);
-    ``run_ids``: (model, budget) -> run id, :data:`FAMILY_RUNS` by default."""
+    ``run_ids``: key -> run id, :data:`FAMILY_RUNS` by default (the result is
+    keyed as ``run_ids`` is)."""
     out = {}
     for key, rid in (FAMILY_RUNS if run_ids is None else run_ids).items():
         d = runs / rid
@@ -468,8 +467,8 @@ def one_cpu_section(runs: Path = RUNS) -> list[str]:
 def solve_section(runs: Path = RUNS) -> list[str]:
     """DeepSeek-V3's default against mse, each run on one CPU model, after the
     faster sigmoid re-fit and with the logits target (empty when neither ran)."""
-    ids = {(rid, ""): rid for rid in SOLVE_RUNS}
-    groups = {k[0]: v for k, v in family_cells(runs, ids).items() if v}
+    ids = {rid: rid for rid in SOLVE_RUNS}
+    groups = {k: v for k, v in family_cells(runs, ids).items() if v}
     if not groups:
         return []
     cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})

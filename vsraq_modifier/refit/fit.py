@@ -188,12 +188,11 @@ def _check_finite(**tensors: Tensor | None) -> None:
         if t is None or bool(torch.isfinite(t).all()):
             continue
         bad = int((~torch.isfinite(t)).sum())
-        if bad:
-            raise NonFiniteRoutingError(
-                f"router re-fit: {name} has {bad} non-finite entries (NaN/inf) among "
-                f"{t.numel()} on valid tokens; the model that produced it diverged. "
-                "Check the checkpoint and the calibration data before re-fitting."
-            )
+        raise NonFiniteRoutingError(
+            f"router re-fit: {name} has {bad} non-finite entries (NaN/inf) among "
+            f"{t.numel()} on valid tokens; the model that produced it diverged. "
+            "Check the checkpoint and the calibration data before re-fitting."
+        )
 
 
 def _like(
