@@ -102,6 +102,29 @@ def test_reference_then_steps_then_report() -> None:
     assert report.reference_bytes == SAMPLES * SEQ * 8 * 2 * 2  # 8 experts, fp16
 
 
+def test_agreement_passes_route_the_same_first_samples_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log line's before and after passes route the first MEASURE_SAMPLES
+    samples, the same ones, in batches of the host's batch size."""
+    monkeypatch.setattr("vsraq_modifier.session.block.MEASURE_SAMPLES", 3)
+    block = _Block(VSRAQConfig(router_refit="none"))  # its pass routes all 4
+    block.reference()
+    seen: list[list[int]] = []
+    forward = block.forward
+
+    def counting(indices: list[int]) -> torch.Tensor:
+        seen.append(list(indices))
+        return forward(indices)
+
+    block.session._forward = counting
+    block.session.begin_tuning()
+    assert seen == [[0, 1], [2]]  # batch_size 2, capped at 3 of the 4 samples
+    seen.clear()
+    block.session.finish()
+    assert seen == [[0, 1], [2]]
+
+
 def test_best_on_host_gives_the_host_its_own_value_and_the_full_gradient() -> None:
     """The safeguard: the loss the host compares iterations on is its own, bit
     for bit; the gradient is the routing objective's too; the kept iteration is
