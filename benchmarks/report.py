@@ -260,6 +260,7 @@ def render(
     lines += report_families.section(img, out.parent)
     lines += report_families.one_cpu_section()
     lines += report_families.solve_section()
+    lines += report_families.current_section()
     lines += report_refit.section(img, out.parent)
     lines += allocate_section()
     lines += ["## Plots", ""]

@@ -74,6 +74,10 @@ SOLVE_RUNS = {
     ),
 }
 SOLVE_METHODS = ("mse", "vsraq_default")
+#: the default as it is now (the logits target for sigmoid routers, the log line's
+#: agreement on one batch), both models on one CPU model: model -> run id
+CURRENT_SUFFIX = "-measure8-epyc"
+CURRENT_RUNS = {m: FAMILY_RUNS[(m, "default")] + CURRENT_SUFFIX for m in MODELS}
 
 
 def commands(methods: list[str]) -> list[str]:
@@ -500,6 +504,57 @@ def solve_section(runs: Path = RUNS) -> list[str]:
             "```",
             "",
             *group_table(cells, "W4A16G64"),
+            "",
+        ]
+    return lines
+
+
+def _per_seed_ratios(cells: list[dict], key) -> str:
+    """vsraq_default's ratio to mse of the same seed, seed by seed."""
+    pairs = _paired(_index(cells), "vsraq_default", "W4A16G64", key)
+    return ", ".join(f"{a / b:.2f}" for a, b in pairs) or "-"
+
+
+def current_section(runs: Path = RUNS) -> list[str]:
+    """The default as the code runs it now against mse, both models, each model's
+    cells in one run on one CPU model (empty when neither ran)."""
+    groups = {k: v for k, v in family_cells(runs, CURRENT_RUNS).items() if v}
+    if not groups:
+        return []
+    cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})
+    lines = [
+        "### The default as it runs now, both models",
+        "",
+        "Since the runs above, the block log line measures its before/after "
+        "routing agreement on the first 8 calibration samples (one default "
+        "batch) instead of 32 (`MEASURE_SAMPLES` in "
+        "`vsraq_modifier/session/block.py`; the two passes were about 2 % of a "
+        "DeepSeek-V3 cell in a profile). It is a diagnostic: the checkpoints are "
+        "the same bytes (the DeepSeek-V3 cells of seed 0 give the same "
+        "disagreement, perplexity and KL as the logits-target run above, to the "
+        "last digit). mse and vsraq_default, every cell of a model in one run, "
+        "two cells at a time, on one CPU model (" + ", ".join(cpus) + "):",
+        "",
+        "```",
+        *(
+            "python benchmarks/run.py --jobs 2"
+            + (f" --model {MODELS[m]}" if MODELS[m] else "")
+            + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
+            f"--methods {' '.join(SOLVE_METHODS)} --run-id {rid}"
+            for m, rid in CURRENT_RUNS.items()
+        ),
+        "```",
+        "",
+    ]
+    for model, cells in groups.items():
+        lines += [
+            f"#### {model}",
+            "",
+            *group_table(cells, "W4A16G64"),
+            "",
+            "vsraq_default's quantization CPU time against mse's, seed by seed: "
+            + _per_seed_ratios(cells, qcpu)
+            + ".",
             "",
         ]
     return lines

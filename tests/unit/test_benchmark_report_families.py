@@ -124,3 +124,24 @@ def test_solve_section_renders_deepseek_v3_within_its_run(tmp_path) -> None:
     assert "router_refit_target=logits --run-id " + rf.LOGITS_RUN in text
     rows = [r for r in text.splitlines() if r.startswith("| vsraq_default |")]
     assert len(rows) == 2 and "| 0.70x |" in rows[1]  # one seed: no spread
+
+
+def test_current_section_renders_both_models_with_per_seed_times(tmp_path) -> None:
+    import json
+
+    assert rf.current_section(tmp_path) == []  # nothing ran: no section
+    for model, rid in rf.CURRENT_RUNS.items():
+        d = tmp_path / rid
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"settings": {}}))
+        for seed, secs in ((0, 110.0), (1, 120.0)):
+            for m, dis, cpu in (("mse", 0.02, 100.0), ("vsraq_default", 0.016, secs)):
+                c = {**cell(m, seed, dis=dis, ppl=41.0, kl=0.001, scheme="W4A16G64",
+                            cpu=cpu), "cpu": "CPU C"}
+                (d / f"{m}__W4A16G64__s{seed}.json").write_text(json.dumps(c))
+    text = "\n".join(rf.current_section(tmp_path))
+    assert "(CPU C)" in text and "#### qwen3_moe" in text and "#### deepseek_v3" in text
+    assert all(f"--run-id {rid}" in text for rid in rf.CURRENT_RUNS.values())
+    assert text.count("seed by seed: 1.10, 1.20.") == 2
+    row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
+    assert "| 0.80 ± 0.00x |" in row and "| 1.15 ± 0.07x |" in row
