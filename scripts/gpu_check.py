@@ -8,9 +8,10 @@ private folder, then on the GPU:
    (W4A16, groups of 64, llm_compressor export), timing each and recording peak
    GPU memory (``torch.cuda.max_memory_allocated``);
 2. runs one llm-compressor ``oneshot`` with ``VSRAQModifier`` (same scheme);
-3. checks that every router-logit record (reference forward, tuning, look-ahead)
-   and every cached reference logit was on the GPU, and that the look-ahead
-   layers' weights were there when tuning started: no silent CPU fallback;
+3. checks that every router-logit record (reference forward, tuning, look-ahead),
+   every cached reference logit and every router re-fit solve was on the GPU, and
+   that the look-ahead layers' weights were there when tuning started: no silent
+   CPU fallback;
 4. writes the routing report of the three checkpoints (``vsraq report``'s code) and
    their ``vsraq check-serving`` verdicts.
 

@@ -112,9 +112,10 @@ def require_modules() -> None:
 class Probe:
     """Devices seen by the VSRAQ code in each run (its methods wrapped in this
     process only): router-logit records by phase and router (own / look-ahead),
-    cached reference logits, and the look-ahead layers' weights when tuning starts
+    cached reference logits, the look-ahead layers' weights when tuning starts
     (checked for AutoRound, which moves them; llm-compressor onloads them itself,
-    so there the look-ahead records show where they ran)."""
+    so there the look-ahead records show where they ran), and the router
+    re-fit's float64 solves (on the router's CUDA device)."""
 
     def __init__(self) -> None:
         self.run = "none"
@@ -126,6 +127,7 @@ class Probe:
         table[key] = table.get(key, 0) + 1
 
     def install(self) -> None:
+        from vsraq_modifier.refit import fit
         from vsraq_modifier.session import block
 
         session, store = block.BlockSession, block.ReferenceStore
@@ -135,6 +137,11 @@ class Probe:
                     f"{cls.__name__}.{name} is gone from vsraq_modifier; "
                     "update the probes in scripts/gpu_check.py"
                 )
+        if not callable(getattr(fit, "fit64", None)):
+            raise CheckError(
+                "refit.fit.fit64 is gone from vsraq_modifier; update the probes "
+                "in scripts/gpu_check.py"
+            )
         if not isinstance(getattr(store(), "_per_key", None), dict):
             raise CheckError(
                 "ReferenceStore._per_key is gone from vsraq_modifier; update the "
@@ -164,15 +171,26 @@ class Probe:
             for rows in self._per_key.values():
                 probe.count("cached reference logits", rows[-1].device)
 
+        fit64 = fit.fit64
+
+        def probed_fit64(x, *args, **kwargs):
+            probe.count("router re-fit solves", x.device)
+            return fit64(x, *args, **kwargs)
+
         session._on_record, session.start = probed_on_record, probed_start
         store.add = probed_add
+        fit.fit64 = probed_fit64
 
     def failures(self, device: str) -> list[str]:
         """What ran elsewhere than ``device``, or was never seen."""
         want, bad = device.split(":")[0], []
         expected = {
-            "vsraq": ("cached reference logits", "look-ahead weights at tuning start"),
-            "oneshot-vsraq": ("cached reference logits",),
+            "vsraq": (
+                "cached reference logits",
+                "look-ahead weights at tuning start",
+                "router re-fit solves",
+            ),
+            "oneshot-vsraq": ("cached reference logits", "router re-fit solves"),
         }
         for run, names in expected.items():
             tables = self.seen.get(run, {})

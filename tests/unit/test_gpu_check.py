@@ -133,12 +133,15 @@ def test_refuses_to_run_without_cuda_in_one_line(tmp_path):
 
 
 def test_probe_hooks_the_session_code_of_this_tree(monkeypatch):
+    from vsraq_modifier.refit import RefitOptions, fit, refit_router
+    from vsraq_modifier.routing import RouterSpec
     from vsraq_modifier.session import block
 
     for cls, name in [
         (block.BlockSession, "_on_record"),
         (block.BlockSession, "start"),
         (block.ReferenceStore, "add"),
+        (fit, "fit64"),
     ]:
         monkeypatch.setattr(cls, name, getattr(cls, name))  # restored afterwards
     probe = gpu_support.Probe()
@@ -148,7 +151,17 @@ def test_probe_hooks_the_session_code_of_this_tree(monkeypatch):
     record = block.TapRecord(shape=(1, 3), kwargs={}, logits={0: torch.zeros(3, 4)})
     store.add(record)
     assert store.samples == 1  # the real method ran
-    assert probe.seen == {"vsraq": {"cached reference logits": {"cpu": 1}}}
+    x, w = torch.randn(32, 6), torch.randn(4, 6)
+    res = refit_router(
+        w, None, RouterSpec(4, 2), x, x @ w.T, None, RefitOptions(method="ridge")
+    )
+    assert res.fit_tokens == 24  # the real fit ran
+    assert probe.seen == {
+        "vsraq": {
+            "cached reference logits": {"cpu": 1},
+            "router re-fit solves": {"cpu": 1},
+        }
+    }
 
 
 def test_probe_verdict():
@@ -158,6 +171,7 @@ def test_probe_verdict():
         "look-ahead weights at tuning start": {"cuda": 40},
         "router logits, reference, own": {"cuda": 12},
         "router logits, tune, look-ahead": {"cuda": 30},
+        "router re-fit solves": {"cuda": 20},
     }
     probe.seen = {"vsraq": dict(good), "oneshot-vsraq": dict(good)}
     assert probe.failures("cuda:0") == []

@@ -130,7 +130,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     a("--seed", type=int, default=0, help="picks the windows and held-aside tokens")
     a("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
-    a("--device", default="cpu", help="torch device (default cpu)")
+    a(
+        "--device",
+        default="cpu",
+        help="torch device of the forward passes (default cpu); on a CUDA device "
+        "the re-fit's float64 solves run there too",
+    )
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     a(
         "--out",

@@ -24,6 +24,7 @@ from vsraq_modifier.refit.fit import (
     jaccard_per_token,
     refit_router,
     resolved_target,
+    solve_device,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "jaccard_per_token",
     "refit_router",
     "resolved_target",
+    "solve_device",
 ]

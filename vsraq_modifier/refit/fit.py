@@ -58,6 +58,7 @@ __all__ = [
     "jaccard_per_token",
     "refit_router",
     "resolved_target",
+    "solve_device",
 ]
 
 #: default relative ridge (benchmarks/refit_sweep.py, docs/refit.md)
@@ -183,6 +184,15 @@ def jaccard(
     return float(jaccard_per_token(logits, ref_logits, spec, ref_spec).mean())
 
 
+def solve_device(device: torch.device | str) -> torch.device:
+    """Where a router's float64 solve runs: on its own CUDA device (seconds
+    there; on a CPU the Gram matrices of a full-size router take minutes), on the
+    CPU for every other device (MPS has no float64; other accelerators are
+    untested)."""
+    device = torch.device(device)
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def _check_finite(**tensors: Tensor | None) -> None:
     for name, t in tensors.items():
         if t is None or bool(torch.isfinite(t).all()):
@@ -211,15 +221,19 @@ def fit_router(
     ref_logits: Tensor,
     mask: Tensor | None = None,
     options: RefitOptions = RefitOptions(method="ridge"),
+    device: torch.device | str | None = None,
 ) -> tuple[RouterFit, float, float]:
     """The ridge fit of one router on all valid tokens, no safeguard:
-    (tensors in the router's dtypes and shapes, fit error before, after).
+    (tensors in the router's dtypes, shapes and device, fit error before, after).
 
     ``weight`` [E, H]; ``bias`` [E] or None; ``x_q`` [..., H] router inputs in the
     quantized model; ``ref_logits`` [..., E] the reference's logits on the same
     tokens; ``mask`` one bool per token (False: padding, ignored). The selection
-    bias is ``spec.bias`` (fitted only with ``options.correction_bias``)."""
-    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
+    bias is ``spec.bias`` (fitted only with ``options.correction_bias``).
+    ``device``: where the solve runs (default :func:`solve_device` of the
+    router's)."""
+    dev = solve_device(weight.device if device is None else device)
+    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts, dev)
     _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
     return _fit_valid(weight, bias, spec, x, ref, options)
 
@@ -232,15 +246,17 @@ def _fit_valid(
     ref: Tensor,
     options: RefitOptions,
 ) -> tuple[RouterFit, float, float]:
-    """:func:`fit_router` on tokens already checked (float64 [T, H] and [T, E])."""
-    c0 = spec.bias.detach().double().cpu() if spec.bias is not None else None
+    """:func:`fit_router` on tokens already checked (float64 [T, H] and [T, E],
+    on the device the solve runs on)."""
+    dev = x.device
+    c0 = spec.bias.detach().to(dev, torch.float64) if spec.bias is not None else None
     if x.shape[0] == 0:
         return RouterFit(weight, bias, spec.bias), float("nan"), float("nan")
     w, b, c, before, after = fit64(
         x,
         ref,
-        weight.detach().double().cpu(),
-        bias.detach().double().cpu() if bias is not None else None,
+        weight.detach().to(dev, torch.float64),
+        bias.detach().to(dev, torch.float64) if bias is not None else None,
         c0,
         spec,
         options,
@@ -250,7 +266,12 @@ def _fit_valid(
 
 
 def _valid(
-    x_q: Tensor, ref: Tensor, mask: Tensor | None, h: int, e: int
+    x_q: Tensor,
+    ref: Tensor,
+    mask: Tensor | None,
+    h: int,
+    e: int,
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     x = x_q.reshape(-1, x_q.shape[-1])
     z = ref.reshape(-1, ref.shape[-1])
@@ -264,13 +285,15 @@ def _valid(
         if keep.numel() != x.shape[0]:
             raise ValueError(f"mask has {keep.numel()} entries for {x.shape[0]} tokens")
         x, z = x.cpu()[keep], z.cpu()[keep]
-    return x.detach().double().cpu(), z.detach().double().cpu()
+    return x.detach().to(device, torch.float64), z.detach().to(device, torch.float64)
 
 
 def _logits(x: Tensor, fit: RouterFit) -> Tensor:
     """Router logits in float32 from the tensors as they will be stored."""
-    out = x.float() @ fit.weight.detach().float().cpu().T
-    return out + fit.bias.detach().float().cpu() if fit.bias is not None else out
+    out = x.float() @ fit.weight.detach().to(x.device, torch.float32).T
+    if fit.bias is None:
+        return out
+    return out + fit.bias.detach().to(x.device, torch.float32)
 
 
 def refit_router(
@@ -282,17 +305,20 @@ def refit_router(
     mask: Tensor | None = None,
     options: RefitOptions = RefitOptions(method="ridge"),
     dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> RefitResult:
     """Re-fit one router with the held-aside safeguard (arguments as
     :func:`fit_router`; ``dtype``: the dtype the tensors will be stored in, default
-    the router's own; the check routes with the fit rounded to it).
+    the router's own; the check routes with the fit rounded to it; the result's
+    tensors are on the router's device).
 
     A seeded ``options.holdout`` share of the valid tokens is held aside; the fit
     uses the rest and is kept only if it raises the mean Jaccard with the
     reference's top-k sets on the held-aside tokens by more than
     ``options.accept_se`` standard errors of the paired per-token gain (a tie
     keeps the original, whatever ``accept_se``)."""
-    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts)
+    dev = solve_device(weight.device if device is None else device)
+    x, ref = _valid(x_q, ref_logits, mask, weight.shape[1], spec.num_experts, dev)
     _check_finite(weight=weight, bias=bias, x_q=x, ref_logits=ref)
     original = RouterFit(weight, bias, spec.bias)
     n = x.shape[0]
@@ -303,6 +329,7 @@ def refit_router(
         nan = float("nan")
         return RefitResult(original, False, nan, nan, nan, nan, n - held, held)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed))
+    perm = perm.to(dev)  # drawn on the CPU: the same tokens on every device
     hi, fi = perm[:held], perm[held:]
     fit, before, after = _fit_valid(weight, bias, spec, x[fi], ref[fi], options)
     stored = RouterFit(

@@ -45,7 +45,7 @@ def margin_refine(
             "without selection bias or groups"
         )
     e = spec.num_experts
-    chosen = torch.zeros(ref.shape, dtype=torch.bool)
+    chosen = torch.zeros(ref.shape, dtype=torch.bool, device=ref.device)
     chosen.scatter_(-1, route(ref.float(), spec).indices, True)
     if spec.top_k == e:
         return theta

@@ -175,16 +175,17 @@ def fit64(
         )
     t = x.shape[0]
     ms = float((x * x).mean()) or 1.0
-    ones = torch.ones(t, 1, dtype=torch.float64)
+    dev = x.device
+    ones = torch.ones(t, 1, dtype=torch.float64, device=dev)
     xa = torch.cat([x, ones], 1) if b0 is not None else x
     theta0 = torch.cat([w0, b0[:, None]], 1) if b0 is not None else w0
     base = (
         boundary_weights(ref, spec)
         if options.weights == "boundary"
-        else torch.ones(t, 1, dtype=torch.float64)
+        else torch.ones(t, 1, dtype=torch.float64, device=dev)
     )
     mass = base.sum(0) if base.shape[1] > 1 else base.sum(0).expand(spec.num_experts)
-    col = torch.full((xa.shape[1],), ms, dtype=torch.float64)
+    col = torch.full((xa.shape[1],), ms, dtype=torch.float64, device=dev)
     if b0 is not None:
         col[-1] = 1.0
     if target != "sigmoid":
@@ -238,7 +239,7 @@ def fit64(
         if fit_c:
             prior = torch.cat([prior, (c0 - corr)[:, None]], 1)
             scale = torch.cat(
-                [scale, torch.ones(scale.shape[0], 1, dtype=scale.dtype)], 1
+                [scale, torch.ones(scale.shape[0], 1, dtype=scale.dtype, device=dev)], 1
             )
         ww = base if base.shape[1] > 1 else base.expand(t, spec.num_experts)
         reg = (options.ridge * mass[:, None] * scale).clamp_min(1e-300)

@@ -429,6 +429,9 @@ class BlockSession:
             router = self.layer.get_submodule(site.name)
             bias = getattr(router, "bias", None)
             x = inputs[site.layer]
+            # the inputs wait on the CPU; the solve runs on the router's CUDA
+            # device, or the CPU (refit.solve_device); the fit comes back on the
+            # router's device
             result = refit_router(
                 router.weight.detach(),
                 bias.detach() if isinstance(bias, torch.Tensor) else None,
@@ -439,7 +442,6 @@ class BlockSession:
                 self.refit,
                 dtype=router.weight.dtype,
             )
-            result = result.to(router.weight.device)  # solved on the CPU
             apply_fit(router, site.spec, result)
             self.refits[site.layer] = result
 

@@ -15,6 +15,7 @@ from vsraq_modifier.refit import (
     jaccard_per_token,
     refit_router,
     resolved_target,
+    solve_device,
 )
 from vsraq_modifier.routing import RouterSpec
 
@@ -339,3 +340,23 @@ def test_correction_bias_needs_the_sigmoid_target():
     spec = sigmoid_spec(torch.zeros(8))
     with pytest.raises(ValueError, match="correction_bias=True.*target='sigmoid'"):
         refit_router(w, None, spec, x, x @ w.T, options=ridge(correction_bias=True))
+
+
+def test_the_solve_runs_on_the_routers_cuda_device_or_on_the_cpu():
+    """float64 solves: on the router's own CUDA device (fast there), on the CPU
+    for every other device (MPS has no float64)."""
+    assert solve_device("cuda:1") == torch.device("cuda", 1)
+    assert solve_device(torch.device("cuda")) == torch.device("cuda")
+    for other in ("cpu", "mps", "xpu:0", "meta"):
+        assert solve_device(other) == torch.device("cpu")
+
+
+def test_an_explicit_cpu_solve_is_the_default_one_bit_for_bit():
+    torch.manual_seed(3)
+    w, x = torch.randn(8, 16), torch.randn(400, 16)
+    x_q = x @ (torch.eye(16) + 0.5 * torch.randn(16, 16))  # a linear distortion
+    opts = RefitOptions(method="ridge")
+    a = refit_router(w, None, SOFTMAX, x_q, x @ w.T, None, opts)
+    b = refit_router(w, None, SOFTMAX, x_q, x @ w.T, None, opts, device="cpu")
+    assert a.accepted and b.accepted
+    assert torch.equal(a.fit.weight, b.fit.weight) and a.fit.weight.device == w.device
