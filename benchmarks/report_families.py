@@ -75,9 +75,10 @@ SOLVE_RUNS = {
 }
 SOLVE_METHODS = ("mse", "vsraq_default")
 #: the default as it is now (the logits target for sigmoid routers, the log line's
-#: agreement on one batch), both models on one CPU model: model -> run id
+#: agreement on one batch), both models and budgets on one CPU model:
+#: (model, budget) -> run id
 CURRENT_SUFFIX = "-measure8-epyc"
-CURRENT_RUNS = {m: FAMILY_RUNS[(m, "default")] + CURRENT_SUFFIX for m in MODELS}
+CURRENT_RUNS = {k: rid + CURRENT_SUFFIX for k, rid in FAMILY_RUNS.items()}
 
 
 def commands(methods: list[str]) -> list[str]:
@@ -516,14 +517,15 @@ def _per_seed_ratios(cells: list[dict], key) -> str:
 
 
 def current_section(runs: Path = RUNS) -> list[str]:
-    """The default as the code runs it now against mse, both models, each model's
-    cells in one run on one CPU model (empty when neither ran)."""
+    """The default as the code runs it now against mse, both models and budgets,
+    each (model, budget)'s cells in one run on one CPU model (empty when none
+    ran)."""
     groups = {k: v for k, v in family_cells(runs, CURRENT_RUNS).items() if v}
     if not groups:
         return []
     cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})
     lines = [
-        "### The default as it runs now, both models",
+        "### The default as it runs now, both models, both budgets",
         "",
         "Since the runs above, the block log line measures its before/after "
         "routing agreement on the first 8 calibration samples (one default "
@@ -532,23 +534,30 @@ def current_section(runs: Path = RUNS) -> list[str]:
         "DeepSeek-V3 cell in a profile). It is a diagnostic: the checkpoints are "
         "the same bytes (the DeepSeek-V3 cells of seed 0 give the same "
         "disagreement, perplexity and KL as the logits-target run above, to the "
-        "last digit). mse and vsraq_default, every cell of a model in one run, "
+        "last digit). mse and vsraq_default, every cell of a model and budget in "
+        "one run, "
         "two cells at a time, on one CPU model (" + ", ".join(cpus) + "):",
         "",
         "```",
         *(
             "python benchmarks/run.py --jobs 2"
             + (f" --model {MODELS[m]}" if MODELS[m] else "")
+            + "".join(
+                f" --{k} {v}"
+                for k, v in BUDGETS[b].items()
+                if b != "default"
+            )
             + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
             f"--methods {' '.join(SOLVE_METHODS)} --run-id {rid}"
-            for m, rid in CURRENT_RUNS.items()
+            for (m, b), rid in CURRENT_RUNS.items()
+            if (m, b) in groups
         ),
         "```",
         "",
     ]
-    for model, cells in groups.items():
+    for (model, budget), cells in groups.items():
         lines += [
-            f"#### {model}",
+            f"#### {model}, {budget} budget",
             "",
             *group_table(cells, "W4A16G64"),
             "",

@@ -130,7 +130,9 @@ def test_current_section_renders_both_models_with_per_seed_times(tmp_path) -> No
     import json
 
     assert rf.current_section(tmp_path) == []  # nothing ran: no section
-    for model, rid in rf.CURRENT_RUNS.items():
+    for (model, budget), rid in rf.CURRENT_RUNS.items():
+        if budget != "default":
+            continue
         d = tmp_path / rid
         d.mkdir()
         (d / "run.json").write_text(json.dumps({"settings": {}}))
@@ -140,8 +142,11 @@ def test_current_section_renders_both_models_with_per_seed_times(tmp_path) -> No
                             cpu=cpu), "cpu": "CPU C"}
                 (d / f"{m}__W4A16G64__s{seed}.json").write_text(json.dumps(c))
     text = "\n".join(rf.current_section(tmp_path))
-    assert "(CPU C)" in text and "#### qwen3_moe" in text and "#### deepseek_v3" in text
-    assert all(f"--run-id {rid}" in text for rid in rf.CURRENT_RUNS.values())
+    assert "(CPU C)" in text and "#### qwen3_moe, default budget" in text
+    assert "#### deepseek_v3, default budget" in text and "small budget" not in text
+    ran = [rid for (_, b), rid in rf.CURRENT_RUNS.items() if b == "default"]
+    assert all(f"--run-id {rid}" in text for rid in ran)
+    assert "--iters" not in text  # the default budget's command has no budget flags
     assert text.count("seed by seed: 1.10, 1.20.") == 2
     row = next(r for r in text.splitlines() if r.startswith("| vsraq_default | 2 |"))
     assert "| 0.80 ± 0.00x |" in row and "| 1.15 ± 0.07x |" in row
