@@ -90,3 +90,19 @@ def test_block_after_tuning() -> None:
     check_finite_block(_block(), 0)
     with pytest.raises(NonFiniteTuningError, match="parameters layer.0.bias hold"):
         check_finite_block(_block("0.bias"), 5, rename=lambda n: "layer." + n)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_all_finite_sees_one_bad_entry_and_an_overflowing_sum(bad) -> None:
+    from vsraq_modifier.guards import all_finite
+
+    t = torch.ones(64, 32, dtype=torch.float64)
+    if bad is None:  # finite entries whose sum overflows: the exact check decides
+        t = torch.full((4,), 3e38, dtype=torch.float32)
+        assert not torch.isfinite(t.sum()) and all_finite(t)
+        return
+    assert all_finite(t)
+    t[17, 5] = bad
+    assert not all_finite(t)
+    mixed = torch.tensor([float("inf"), float("-inf")])  # sums to NaN
+    assert not all_finite(mixed)

@@ -16,6 +16,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from vsraq_modifier.guards import all_finite
 from vsraq_modifier.routing import (
     RouterSpec,
     group_mask,
@@ -54,7 +55,7 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 
 
 def _check_finite(z: Tensor, z_ref: Tensor) -> None:
-    if bool(torch.isfinite(z).all() & torch.isfinite(z_ref).all()):
+    if all_finite(z) and all_finite(z_ref):
         return
     sources = {"logits": "the quantized block", "ref_logits": "the reference model"}
     for name, t in (("logits", z), ("ref_logits", z_ref)):

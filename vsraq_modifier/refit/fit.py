@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from vsraq_modifier.guards import all_finite
 from vsraq_modifier.objective.pair import NonFiniteRoutingError
 from vsraq_modifier.refit.solve import Target, boundary_weights, fit64, resolved_target
 from vsraq_modifier.routing import RouterSpec, route, set_jaccard
@@ -195,7 +196,7 @@ def solve_device(device: torch.device | str) -> torch.device:
 
 def _check_finite(**tensors: Tensor | None) -> None:
     for name, t in tensors.items():
-        if t is None or bool(torch.isfinite(t).all()):
+        if t is None or all_finite(t):
             continue
         bad = int((~torch.isfinite(t)).sum())
         raise NonFiniteRoutingError(
@@ -284,7 +285,8 @@ def _valid(
         keep = mask.reshape(-1).to(torch.bool).cpu()
         if keep.numel() != x.shape[0]:
             raise ValueError(f"mask has {keep.numel()} entries for {x.shape[0]} tokens")
-        x, z = x.cpu()[keep], z.cpu()[keep]
+        if not bool(keep.all()):  # no padding: no [T, H] copy
+            x, z = x.cpu()[keep], z.cpu()[keep]
     return x.detach().to(device, torch.float64), z.detach().to(device, torch.float64)
 
 
