@@ -74,11 +74,18 @@ SOLVE_RUNS = {
     ),
 }
 SOLVE_METHODS = ("mse", "vsraq_default")
-#: the default as it is now (the logits target for sigmoid routers, the log line's
-#: agreement on one batch), both models and budgets on one CPU model:
-#: (model, budget) -> run id
-CURRENT_SUFFIX = "-measure8-epyc"
-CURRENT_RUNS = {k: rid + CURRENT_SUFFIX for k, rid in FAMILY_RUNS.items()}
+#: the default as it is now (the logits target for sigmoid routers), both models
+#: and budgets on one CPU model, per code change: run-id suffix -> what changed
+CURRENT_SUFFIXES = {
+    "-measure8-epyc": "the log line's agreement on 8 samples",
+    "-fastcheck-epyc": "that, and the cheaper NaN/inf checks of the re-fit and "
+    "the routing terms",
+}
+
+
+def current_runs(suffix: str) -> dict[tuple[str, str], str]:
+    """(model, budget) -> run id of one :data:`CURRENT_SUFFIXES` entry."""
+    return {k: rid + suffix for k, rid in FAMILY_RUNS.items()}
 
 
 def commands(methods: list[str]) -> list[str]:
@@ -518,52 +525,65 @@ def _per_seed_ratios(cells: list[dict], key) -> str:
 
 def current_section(runs: Path = RUNS) -> list[str]:
     """The default as the code runs it now against mse, both models and budgets,
-    each (model, budget)'s cells in one run on one CPU model (empty when none
-    ran)."""
-    groups = {k: v for k, v in family_cells(runs, CURRENT_RUNS).items() if v}
-    if not groups:
+    each (model, budget)'s cells in one run on one CPU model, one block per code
+    change (empty when none ran)."""
+    ran = {}
+    for suffix in CURRENT_SUFFIXES:
+        ids = current_runs(suffix)
+        groups = {k: v for k, v in family_cells(runs, ids).items() if v}
+        if groups:
+            ran[suffix] = (ids, groups)
+    if not ran:
         return []
-    cpus = sorted({c.get("cpu") or "?" for cs in groups.values() for c in cs})
+    cells = [c for _, gs in ran.values() for cs in gs.values() for c in cs]
+    cpus = sorted({c.get("cpu") or "?" for c in cells})
     lines = [
-        "### The default as it runs now, both models, both budgets",
+        "### The default as it runs now, both models",
         "",
-        "Since the runs above, the block log line measures its before/after "
-        "routing agreement on the first 8 calibration samples (one default "
-        "batch) instead of 32 (`MEASURE_SAMPLES` in "
-        "`vsraq_modifier/session/block.py`; the two passes were about 2 % of a "
-        "DeepSeek-V3 cell in a profile). It is a diagnostic: the checkpoints are "
-        "the same bytes (the DeepSeek-V3 cells of seed 0 give the same "
-        "disagreement, perplexity and KL as the logits-target run above, to the "
-        "last digit). mse and vsraq_default, every cell of a model and budget in "
-        "one run, "
-        "two cells at a time, on one CPU model (" + ", ".join(cpus) + "):",
-        "",
-        "```",
-        *(
-            "python benchmarks/run.py --jobs 2"
-            + (f" --model {MODELS[m]}" if MODELS[m] else "")
-            + "".join(
-                f" --{k} {v}"
-                for k, v in BUDGETS[b].items()
-                if b != "default"
-            )
-            + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
-            f"--methods {' '.join(SOLVE_METHODS)} --run-id {rid}"
-            for (m, b), rid in CURRENT_RUNS.items()
-            if (m, b) in groups
-        ),
-        "```",
+        "Two changes since the runs above leave the checkpoints the same bytes and "
+        "cut time only. The block log line measures its before/after routing "
+        "agreement on the first 8 calibration samples (one default batch) "
+        "instead of 32 (`MEASURE_SAMPLES` in `vsraq_modifier/session/block.py`; "
+        "the two passes were about 2 % of a DeepSeek-V3 cell in a profile). The "
+        "re-fit's and the routing terms' NaN/inf checks test a sum's finiteness "
+        "first (`all_finite` in `vsraq_modifier/guards.py`; `isfinite().all()` "
+        "on the router inputs was 2.8 s of a profiled Qwen3-MoE cell). Same bytes: "
+        "seed by seed, the cells give the same disagreement, perplexity and KL "
+        "to the last digit as the run before the change on this CPU model "
+        "(DeepSeek-V3's first run against the logits-target run above, each "
+        "model's second run against its first; Qwen3-MoE had no earlier run on "
+        "it). mse and "
+        "vsraq_default, every cell of a model in one run, two cells at a time, "
+        "on one CPU model (" + ", ".join(cpus) + "):",
         "",
     ]
-    for (model, budget), cells in groups.items():
+    for suffix, (ids, groups) in ran.items():
         lines += [
-            f"#### {model}, {budget} budget",
+            f"**With {CURRENT_SUFFIXES[suffix]}:**",
             "",
-            *group_table(cells, "W4A16G64"),
-            "",
-            "vsraq_default's quantization CPU time against mse's, seed by seed: "
-            + _per_seed_ratios(cells, qcpu)
-            + ".",
+            "```",
+            *(
+                "python benchmarks/run.py --jobs 2"
+                + (f" --model {MODELS[m]}" if MODELS[m] else "")
+                + "".join(
+                    f" --{k} {v}" for k, v in BUDGETS[b].items() if b != "default"
+                )
+                + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
+                f"--methods {' '.join(SOLVE_METHODS)} --run-id {rid}"
+                for (m, b), rid in ids.items()
+                if (m, b) in groups
+            ),
+            "```",
             "",
         ]
+        for (model, budget), cs in groups.items():
+            lines += [
+                f"{model}, {budget} budget:",
+                "",
+                *group_table(cs, "W4A16G64"),
+                "",
+                "vsraq_default's quantization CPU time against mse's, seed by "
+                "seed: " + _per_seed_ratios(cs, qcpu) + ".",
+                "",
+            ]
     return lines

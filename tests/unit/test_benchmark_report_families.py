@@ -130,7 +130,9 @@ def test_current_section_renders_both_models_with_per_seed_times(tmp_path) -> No
     import json
 
     assert rf.current_section(tmp_path) == []  # nothing ran: no section
-    for (model, budget), rid in rf.CURRENT_RUNS.items():
+    first = next(iter(rf.CURRENT_SUFFIXES))
+    ids = rf.current_runs(first)
+    for (model, budget), rid in ids.items():
         if budget != "default":
             continue
         d = tmp_path / rid
@@ -142,9 +144,11 @@ def test_current_section_renders_both_models_with_per_seed_times(tmp_path) -> No
                             cpu=cpu), "cpu": "CPU C"}
                 (d / f"{m}__W4A16G64__s{seed}.json").write_text(json.dumps(c))
     text = "\n".join(rf.current_section(tmp_path))
-    assert "(CPU C)" in text and "#### qwen3_moe, default budget" in text
-    assert "#### deepseek_v3, default budget" in text and "small budget" not in text
-    ran = [rid for (_, b), rid in rf.CURRENT_RUNS.items() if b == "default"]
+    assert "(CPU C)" in text and "qwen3_moe, default budget:" in text
+    assert "deepseek_v3, default budget:" in text and "small budget" not in text
+    assert f"**With {rf.CURRENT_SUFFIXES[first]}:**" in text
+    assert text.count("**With ") == 1  # the later change has not run
+    ran = [rid for (_, b), rid in ids.items() if b == "default"]
     assert all(f"--run-id {rid}" in text for rid in ran)
     assert "--iters" not in text  # the default budget's command has no budget flags
     assert text.count("seed by seed: 1.10, 1.20.") == 2
