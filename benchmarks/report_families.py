@@ -104,6 +104,26 @@ def commands(methods: list[str]) -> list[str]:
     return out
 
 
+def _run_command(
+    model: str,
+    methods: tuple[str, ...],
+    run_id: str,
+    *,
+    jobs: int,
+    budget: str = "default",
+    option: str = "",
+) -> str:
+    """The benchmarks/run.py command of one W4A16G64, three-seed run."""
+    flags = (f" --model {MODELS[model]}" if MODELS[model] else "") + "".join(
+        f" --{k} {v}" for k, v in BUDGETS[budget].items() if budget != "default"
+    )
+    return (
+        f"python benchmarks/run.py --jobs {jobs}{flags} --eval-tokens {EVAL_TOKENS} "
+        f"--schemes W4A16G64 --seeds 0 1 2 --methods {' '.join(methods)}{option} "
+        f"--run-id {run_id}"
+    )
+
+
 def family_cells(runs: Path = RUNS, run_ids: dict | None = None) -> dict:
     """(model, budget) -> the finished cells of its run (empty if not run);
     ``run_ids``: key -> run id, :data:`FAMILY_RUNS` by default (the result is
@@ -455,10 +475,7 @@ def one_cpu_section(runs: Path = RUNS) -> list[str]:
         "",
         "```",
         *(
-            "python benchmarks/run.py --jobs 1"
-            + (f" --model {MODELS[m]}" if MODELS[m] else "")
-            + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
-            f"--methods {' '.join(ONE_CPU_METHODS)} --run-id {rid}"
+            _run_command(m, ONE_CPU_METHODS, rid, jobs=1)
             for m, rid in ONE_CPU_RUNS.items()
         ),
         "```",
@@ -506,9 +523,7 @@ def solve_section(runs: Path = RUNS) -> list[str]:
             f"vsraq_default with {what}:",
             "",
             "```",
-            f"python benchmarks/run.py --jobs 2 --model deepseek_v3 --eval-tokens "
-            f"{EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 --methods "
-            f"{' '.join(SOLVE_METHODS)}{option} --run-id {rid}",
+            _run_command("deepseek_v3", SOLVE_METHODS, rid, jobs=2, option=option),
             "```",
             "",
             *group_table(cells, "W4A16G64"),
@@ -563,13 +578,7 @@ def current_section(runs: Path = RUNS) -> list[str]:
             "",
             "```",
             *(
-                "python benchmarks/run.py --jobs 2"
-                + (f" --model {MODELS[m]}" if MODELS[m] else "")
-                + "".join(
-                    f" --{k} {v}" for k, v in BUDGETS[b].items() if b != "default"
-                )
-                + f" --eval-tokens {EVAL_TOKENS} --schemes W4A16G64 --seeds 0 1 2 "
-                f"--methods {' '.join(SOLVE_METHODS)} --run-id {rid}"
+                _run_command(m, SOLVE_METHODS, rid, jobs=2, budget=b)
                 for (m, b), rid in ids.items()
                 if (m, b) in groups
             ),
