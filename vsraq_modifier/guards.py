@@ -107,10 +107,7 @@ def non_finite_parameters(
     bad = [
         rename(name) if rename else name
         for name, t in (*module.named_parameters(), *module.named_buffers())
-        if t.is_floating_point()
-        and t.numel()
-        and not t.is_meta
-        and not bool(torch.isfinite(t).all())
+        if t.is_floating_point() and t.numel() and not t.is_meta and not all_finite(t)
     ]
     if len(bad) > shown:
         return bad[:shown] + [f"... {len(bad) - shown} more"]

@@ -141,16 +141,6 @@ class RefitResult:
     held_tokens: int
     agreement_se: float = float("nan")
 
-    def to(self, device: torch.device | str) -> RefitResult:
-        """The same result with the fit's tensors on ``device``."""
-        fit = self.fit
-
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        moved = RouterFit(move(fit.weight), move(fit.bias), move(fit.correction_bias))
-        return dataclasses.replace(self, fit=moved)
-
     def summary(self) -> str:
         verdict = "re-fitted" if self.accepted else "kept the original"
         return (
