@@ -36,6 +36,23 @@ def summarize(report: Any, runs: dict) -> dict[str, float | None]:
     }
 
 
+def _oracle_line(s: dict[str, float | None]) -> str:
+    """mse's oracle-routing gain and vsraq's perplexity gain over mse, with the
+    share in words: a share above 1 or below 0 is not a fraction of anything."""
+    share = float(s["oracle_gain_captured"] or 0.0)
+    room = float(s["perplexity_mse"] or 0.0) - float(s["oracle_perplexity_mse"] or 0.0)
+    won = float(s["perplexity_mse"] or 0.0) - float(s["perplexity_vsraq"] or 0.0)
+    head = f"  oracle routing lowers mse's perplexity by {room:.4f}; vsraq "
+    if won < 0:
+        return head + f"raises it by {-won:.4f} (none of that gain recovered)"
+    if share > 1:
+        return head + (
+            f"lowers it by {won:.4f} ({share:.2f}x that gain: more than restoring "
+            "mse's routing would give, so not routing alone)"
+        )
+    return head + f"lowers it by {won:.4f} (share of that gain recovered: {share:.2f})"
+
+
 def format_summary(s: dict[str, float | None]) -> str:
     lines = [
         "vsraq vs mse (same scheme, seed, iterations, calibration samples):",
@@ -45,10 +62,7 @@ def format_summary(s: dict[str, float | None]) -> str:
         f"  KL(reference || model): {s['kl_vsraq']:.5f} vs {s['kl_mse']:.5f}",
     ]
     if s["oracle_gain_captured"] is not None:
-        lines.append(
-            "  share of mse's oracle-routing gain (ppl - oracle ppl) that vsraq "
-            f"recovers: {s['oracle_gain_captured']:.2f}"
-        )
+        lines.append(_oracle_line(s))
     elif s["oracle_perplexity_mse"] is not None:
         lines.append(
             "  oracle routing does not lower mse's perplexity "

@@ -41,3 +41,22 @@ def test_summary_ratios_and_oracle_share() -> None:
         ]
     )
     assert summarize(worse, runs)["oracle_gain_captured"] is None  # no room
+
+
+def test_the_oracle_line_says_what_a_share_outside_0_1_means() -> None:
+    runs = {"mse": SimpleNamespace(seconds=1.0), "vsraq": SimpleNamespace(seconds=1.0)}
+
+    def line(ppl_vsraq: float) -> str:
+        report = SimpleNamespace(
+            models=[
+                _model("mse", 0.98, 51.30, 51.20, 0.002),
+                _model("vsraq", 0.99, ppl_vsraq, 51.20, 0.001),
+            ]
+        )
+        text = format_summary(summarize(report, runs))
+        return next(ln for ln in text.splitlines() if "oracle routing" in ln)
+
+    assert "lowers mse's perplexity by 0.1000" in line(51.25)
+    assert "share of that gain recovered: 0.50" in line(51.25)
+    assert "4.00x that gain" in line(50.90) and "not routing alone" in line(50.90)
+    assert "raises it by 0.0500 (none of that gain recovered)" in line(51.35)
