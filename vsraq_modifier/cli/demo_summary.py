@@ -36,12 +36,12 @@ def summarize(report: Any, runs: dict) -> dict[str, float | None]:
     }
 
 
-def _oracle_line(s: dict[str, float | None]) -> str:
-    """mse's oracle-routing gain and vsraq's perplexity gain over mse, with the
-    share in words: a share above 1 or below 0 is not a fraction of anything."""
-    share = float(s["oracle_gain_captured"] or 0.0)
-    room = float(s["perplexity_mse"] or 0.0) - float(s["oracle_perplexity_mse"] or 0.0)
-    won = float(s["perplexity_mse"] or 0.0) - float(s["perplexity_vsraq"] or 0.0)
+def _oracle_line(s: dict[str, Any], share: float) -> str:
+    """mse's oracle-routing gain and vsraq's perplexity gain over mse, with
+    ``share`` (vsraq's gain over mse's oracle gain) in words: a share above 1 or
+    below 0 is not a fraction of anything."""
+    room = s["perplexity_mse"] - s["oracle_perplexity_mse"]
+    won = s["perplexity_mse"] - s["perplexity_vsraq"]
     head = f"  oracle routing lowers mse's perplexity by {room:.4f}; vsraq "
     if won < 0:
         return head + f"raises it by {-won:.4f} (none of that gain recovered)"
@@ -61,8 +61,9 @@ def format_summary(s: dict[str, float | None]) -> str:
         f"  perplexity: {s['perplexity_vsraq']:.3f} vs {s['perplexity_mse']:.3f}",
         f"  KL(reference || model): {s['kl_vsraq']:.5f} vs {s['kl_mse']:.5f}",
     ]
-    if s["oracle_gain_captured"] is not None:
-        lines.append(_oracle_line(s))
+    share = s["oracle_gain_captured"]
+    if share is not None:
+        lines.append(_oracle_line(s, share))
     elif s["oracle_perplexity_mse"] is not None:
         lines.append(
             "  oracle routing does not lower mse's perplexity "
