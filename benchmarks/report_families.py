@@ -80,6 +80,9 @@ CURRENT_SUFFIXES = {
     "-measure8-epyc": "the log line's agreement on 8 samples",
     "-fastcheck-epyc": "that, and the cheaper NaN/inf checks of the re-fit and "
     "the routing terms",
+    "-attnref-epyc": "that, and the look-ahead's attention frozen at the "
+    "reference on tuning steps (`lookahead_attention: reference`, the default "
+    "now; other bytes)",
 }
 
 
@@ -556,7 +559,8 @@ def current_section(runs: Path = RUNS) -> list[str]:
         "### The default as it runs now, both models",
         "",
         "Two changes since the runs above leave the checkpoints the same bytes and "
-        "cut time only. The block log line measures its before/after routing "
+        "cut time only; a third (the look-ahead's attention at the reference, "
+        "last block below) changes the bytes. The block log line measures its before/after routing "
         "agreement on the first 8 calibration samples (one default batch) "
         "instead of 32 (`MEASURE_SAMPLES` in `vsraq_modifier/session/block.py`; "
         "the two passes were about 2 % of a DeepSeek-V3 cell in a profile). The "

@@ -15,7 +15,10 @@ Two things in VSRAQ grow with the calibration set and the model, and nothing els
    activation dtype: 6 hidden + 5 query + 5 key/value widths (norms, projections,
    rotary embedding, attention) + the router's experts, + 4 x the MLP width for a
    layer that is run whole on the way (fitted on the tiny families'
-   ``saved_tensors_hooks`` measurements, tests/reliability/test_memory.py).
+   ``saved_tensors_hooks`` measurements, tests/reliability/test_memory.py). With
+   ``lookahead_attention: reference`` a frozen attention keeps only the norms
+   before and after it (5 hidden widths), and its reference output joins the
+   cache of item 1: tokens x hidden x 2 bytes per frozen layer.
 
 Not counted: the host's own caches (AutoRound keeps every sample's block inputs and
 outputs), and the weights of the look-ahead layers, which are loaded one decoder
@@ -26,7 +29,7 @@ else the memory free on the device when the run starts. Pure: torch and the stdl
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +80,8 @@ class RoutingMemory:
     reference_experts: int
     lookahead_bytes: int
     lookahead_layers: int
+    #: per token, the values of frozen attention outputs kept with the logits
+    reference_hidden: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -84,11 +89,16 @@ class RoutingMemory:
 
     def describe(self) -> str:
         """One log line: the total and how it is made up."""
+        attention = (
+            f" + {self.reference_hidden} values of frozen look-ahead attention"
+            if self.reference_hidden
+            else ""
+        )
         ref = (
             f"reference router logits {_gib(self.reference_bytes)} "
-            f"({self.tokens} tokens x {self.reference_experts} experts over "
-            f"{self.reference_routers} router(s) kept x {REFERENCE_LOGIT_BYTES} bytes, "
-            f"block {self.reference_layer})"
+            f"({self.tokens} tokens x ({self.reference_experts} experts over "
+            f"{self.reference_routers} router(s) kept{attention}) x "
+            f"{REFERENCE_LOGIT_BYTES} bytes, block {self.reference_layer})"
         )
         ahead = (
             f"look-ahead activations {_gib(self.lookahead_bytes)} "
@@ -116,15 +126,19 @@ def _width(config: Any, *names: str, default: int = 0) -> int:
     return default
 
 
-def _per_token_values(config: Any, experts: int, whole_layers: int) -> int:
-    """Activation values autograd keeps per token for one look-ahead path."""
+def _per_token_values(
+    config: Any, experts: int, whole_layers: int, frozen: int = 0
+) -> int:
+    """Activation values autograd keeps per token for one look-ahead path, of
+    whose ``whole_layers + 1`` attentions ``frozen`` are frozen."""
     hidden = _width(config, "hidden_size", default=1)
     heads = _width(config, "num_attention_heads", default=1)
     head_dim = _width(config, "head_dim", default=max(hidden // heads, 1))
     kv_heads = _width(config, "num_key_value_heads", default=heads)
     mlp = _width(config, "intermediate_size", default=4 * hidden)
     attention = 6 * hidden + 5 * heads * head_dim + 5 * kv_heads * head_dim
-    return (whole_layers + 1) * attention + whole_layers * 4 * mlp + experts
+    running = whole_layers + 1 - frozen
+    return running * attention + frozen * 5 * hidden + whole_layers * 4 * mlp + experts
 
 
 def estimate_routing_memory(
@@ -137,6 +151,7 @@ def estimate_routing_memory(
     lookahead: bool,
     routing_loss: bool = True,
     activation_bytes: int = 4,
+    frozen_attention: Collection[int] | None = None,
 ) -> RoutingMemory:
     """Peak bytes the routing objective adds when tuning a model block by block.
 
@@ -145,9 +160,14 @@ def estimate_routing_memory(
     (samples x sequence length, padding included: the cache keeps every position);
     ``batch_tokens``: tokens per tuning step; ``lookahead``: the option of the same
     name; ``routing_loss``: False for loss=mse, which caches the reference logits
-    (for the agreement log line) but runs no look-ahead with autograd.
+    (for the agreement log line) but runs no look-ahead with autograd;
+    ``frozen_attention``: with ``lookahead_attention: reference``, the decoder
+    layers whose attention a look-ahead freezes (their reference outputs are
+    cached, their activations not kept).
     """
-    ref_best = (0, None, 0, 0)  # bytes, layer, routers, experts
+    hidden = _width(config, "hidden_size", default=1)
+    frozen_at = set(frozen_attention or ()) if routing_loss and lookahead else set()
+    ref_best = (0, None, 0, 0, 0)  # bytes, layer, routers, experts, hidden values
     ahead_best = (0, 0)  # bytes, layers
     ordered = sorted(sites, key=lambda s: s.layer)
     for index in range(num_layers):
@@ -157,13 +177,20 @@ def estimate_routing_memory(
         if not kept:
             continue
         experts = sum(int(s.spec.num_experts) for s in kept)
-        ref = tokens * experts * REFERENCE_LOGIT_BYTES
+        frozen = (
+            sum(1 for j in range(index + 1, later[0].layer + 1) if j in frozen_at)
+            if later
+            else 0
+        )
+        ref = tokens * (experts + frozen * hidden) * REFERENCE_LOGIT_BYTES
         if ref > ref_best[0]:
-            ref_best = (ref, index, len(kept), experts)
+            ref_best = (ref, index, len(kept), experts, frozen * hidden)
         if later and routing_loss:
             nxt = later[0]
             path = nxt.layer - index  # layers after the block up to the router's
-            values = _per_token_values(config, int(nxt.spec.num_experts), path - 1)
+            values = _per_token_values(
+                config, int(nxt.spec.num_experts), path - 1, frozen
+            )
             ahead = batch_tokens * values * activation_bytes
             if ahead > ahead_best[0]:
                 ahead_best = (ahead, path)
@@ -174,6 +201,7 @@ def estimate_routing_memory(
         reference_layer=ref_best[1],
         reference_routers=ref_best[2],
         reference_experts=ref_best[3],
+        reference_hidden=ref_best[4],
         lookahead_bytes=ahead_best[0],
         lookahead_layers=ahead_best[1],
     )

@@ -7,7 +7,8 @@ Tolerances stated here:
 - look-ahead activations: the estimate is at most 5 % under and at most 35 % over
   what autograd keeps for the backward pass of one look-ahead step
   (``saved_tensors_hooks``, parameters excluded), measured on the tiny Qwen3-MoE
-  (two widths; measured -0.3 % and +0.5 %) and Mixtral (+29 %: no q/k norms).
+  (two widths; measured -0.3 % and +0.5 %) and Mixtral (+29 %: no q/k norms),
+  with the path's attention run and frozen (``lookahead_attention``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,31 @@ def test_reference_bytes_by_hand():
         routing_loss=False,
     )
     assert mse.reference_bytes == est.reference_bytes and mse.lookahead_bytes == 0
+    # lookahead_attention: reference, both path layers with an attention: each
+    # keeps its reference output (64 values per token) instead of activations
+    frozen = estimate_routing_memory(
+        SITES,
+        num_layers=3,
+        config=_Config(),
+        tokens=100,
+        batch_tokens=10,
+        lookahead=True,
+        frozen_attention=[1, 2],
+    )
+    assert frozen.reference_bytes == 100 * (8 + 16 + 2 * 64) * 2
+    assert frozen.reference_hidden == 2 * 64
+    assert frozen.lookahead_bytes == 10 * 4 * (2 * 5 * 64 + 4 * 64 + 16)
+    assert "128 values of frozen look-ahead attention" in frozen.describe()
+    # block 2 (the last router) keeps its own logits only, nothing frozen
+    assert estimate_routing_memory(
+        SITES[1:],
+        num_layers=3,
+        config=_Config(),
+        tokens=100,
+        batch_tokens=10,
+        lookahead=True,
+        frozen_attention=[1, 2],
+    ).reference_hidden == (2 * 64)  # blocks 0 and 1 look ahead to layer 2
 
 
 def test_over_the_limit_names_estimate_and_options():
@@ -124,9 +150,12 @@ def test_limit_from_the_environment():
     assert free is None or free > 0
 
 
-def _saved_bytes(model, batch: int, seq: int) -> tuple[int, object, object]:
+def _saved_bytes(
+    model, batch: int, seq: int, frozen: bool = False
+) -> tuple[int, object, object]:
     """Bytes autograd keeps (parameters excluded) for one look-ahead step from
-    decoder layer 0 to the next router, on the real layer inputs."""
+    decoder layer 0 to the next router, on the real layer inputs (``frozen``:
+    with the path's attention outputs frozen at the reference)."""
     from vsraq_modifier.lookahead import next_router_path
     from vsraq_modifier.routers import find_routers
     from vsraq_modifier.routers.base import decoder_layers
@@ -153,8 +182,13 @@ def _saved_bytes(model, batch: int, seq: int) -> tuple[int, object, object]:
             seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
         return t
 
+    attention = None
+    if frozen:
+        attention = []
+        with torch.no_grad():
+            path(hidden, record_attention=attention, **kwargs)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        path(hidden.clone().requires_grad_(True), **kwargs)
+        path(hidden.clone().requires_grad_(True), attention=attention, **kwargs)
     return sum(seen.values()), sites, layers
 
 
@@ -166,12 +200,17 @@ def _saved_bytes(model, batch: int, seq: int) -> tuple[int, object, object]:
         ("mixtral", {}),
     ],
 )
-def test_lookahead_activations_within_tolerance(family, overrides):
+@pytest.mark.parametrize("frozen", [False, True], ids=["full", "frozen"])
+def test_lookahead_activations_within_tolerance(family, overrides, frozen):
+    from vsraq_modifier.lookahead import attention_module
     from vsraq_modifier.testing import tiny_model
 
     model = tiny_model(family, **overrides)
     batch, seq = 2, 32
-    measured, sites, layers = _saved_bytes(model, batch, seq)
+    measured, sites, layers = _saved_bytes(model, batch, seq, frozen)
+    with_attention = [
+        i for i, layer in enumerate(layers) if attention_module(layer) is not None
+    ]
     est = estimate_routing_memory(
         sites,
         num_layers=len(layers),
@@ -179,6 +218,7 @@ def test_lookahead_activations_within_tolerance(family, overrides):
         tokens=batch * seq,
         batch_tokens=batch * seq,
         lookahead=True,
+        frozen_attention=with_attention if frozen else None,
     )
     low, high = ACTIVATION_RANGE
     assert low * measured <= est.lookahead_bytes <= high * measured, (

@@ -110,6 +110,7 @@ class BlockSession:
         objective: BlockObjective | None,
         loss: str,
         lookahead_every: int = 1,
+        lookahead_attention: str = "full",
         best_on_host: bool = True,
         max_flip_share: float | None = None,
         param_name: Callable[[str], str] | None = None,
@@ -119,6 +120,15 @@ class BlockSession:
         self.objective = objective
         self.loss = loss
         self.lookahead_every = lookahead_every
+        #: tuning steps run the look-ahead with the path's attention frozen at
+        #: the reference (``lookahead_attention: reference``; only where there
+        #: is an attention on the path and a routing loss to feed)
+        self.frozen_attention = (
+            lookahead_attention == "reference"
+            and objective is not None
+            and path is not None
+            and bool(path.attention_layers)
+        )
         self.best_on_host = best_on_host
         self.max_flip_share = max_flip_share
         #: the routing terms' factor for this block (set at its first step)
@@ -186,10 +196,12 @@ class BlockSession:
         handles (the host may remove them itself)."""
         self.phase = Phase.REFERENCE
         self.taps.ahead_enabled = self.path is not None
+        self.taps.record_attention = self.frozen_attention
         return self._attach()
 
     def end_reference(self) -> None:
         self.detach()
+        self.taps.record_attention = False
 
     # --- 2. start ------------------------------------------------------------
     def start(
@@ -240,6 +252,7 @@ class BlockSession:
         self.measure(self.before)
         self.phase = Phase.TUNE
         self.taps.ahead_enabled = self.objective is not None and self.path is not None
+        self.taps.defer_ahead = self.frozen_attention
         self._attach()
 
     # --- 3. measure ----------------------------------------------------------
@@ -252,6 +265,7 @@ class BlockSession:
             return  # dict inputs (diffusion) have no routers to measure
         self.phase = Phase.MEASURE
         self.taps.ahead_enabled = self.path is not None
+        self.taps.defer_ahead = False  # agreement: the whole path, as in service
         handles = self.taps.attach()
         try:
             n = min(len(self._inputs), MEASURE_SAMPLES)
@@ -329,6 +343,12 @@ class BlockSession:
         if self.phase is not Phase.TUNE:
             return host
         record = self._take()
+        if record.ahead_input is not None and self.path is not None:
+            record.logits[AHEAD] = self.path(
+                record.ahead_input,
+                attention=self.ref.attention(indices, like=record.ahead_input),
+                **record.kwargs,
+            )
         self._note_host(float(host.detach()))
         if self.objective is not None and self.path is not None:
             # lookahead_every = n: the next step runs the look-ahead if n divides

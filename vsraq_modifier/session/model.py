@@ -15,7 +15,7 @@ from loguru import logger
 from torch import nn
 
 from vsraq_modifier.config import VSRAQConfig
-from vsraq_modifier.lookahead import next_router_path
+from vsraq_modifier.lookahead import attention_module, next_router_path
 from vsraq_modifier.masks import lookahead_kwargs
 from vsraq_modifier.memory import RoutingMemory, guard_routing_memory
 from vsraq_modifier.objective import BlockObjective
@@ -111,6 +111,16 @@ class ModelRouting:
             path.kwargs_for = lookahead_kwargs(
                 text_config(self.model.config), mask_layer
             )
+            if (
+                self.config.lookahead_attention == "reference"
+                and objective is not None
+                and not path.attention_layers
+            ):
+                logger.info(
+                    f"vsraq layer {index}: the look-ahead path to layer "
+                    f"{path.site.layer} has no attention (self_attn) to freeze; "
+                    "it runs whole (lookahead_attention: reference)"
+                )
         return BlockSession(
             index,
             block,
@@ -119,6 +129,7 @@ class ModelRouting:
             objective=objective,
             loss=self.config.loss,
             lookahead_every=self.config.lookahead_every,
+            lookahead_attention=self.config.lookahead_attention,
             best_on_host=self.config.best_iteration == "host",
             max_flip_share=self.config.max_flip_share,
             param_name=param_name,
@@ -175,6 +186,13 @@ class ModelRouting:
             lookahead=self.config.lookahead,
             routing_loss=self.config.is_routing_loss,
             activation_bytes=activation_bytes,
+            frozen_attention=[
+                i
+                for i, layer in enumerate(self.layers)
+                if attention_module(layer) is not None
+            ]
+            if self.config.lookahead_attention == "reference"
+            else None,
         )
 
     @staticmethod

@@ -59,6 +59,11 @@ class TapRecord:
     shape: tuple[int, int]
     kwargs: dict[str, Any]
     logits: dict[int | str, torch.Tensor] = field(default_factory=dict)
+    #: the look-ahead path's attention outputs (``RouterTaps.record_attention``)
+    attention: list[torch.Tensor | None] | None = None
+    #: the block's output, when the look-ahead is left to the session
+    #: (``RouterTaps.defer_ahead``: it needs the samples' frozen attention)
+    ahead_input: torch.Tensor | None = None
 
 
 def _first_param(module: nn.Module) -> str:
@@ -86,6 +91,11 @@ class RouterTaps:
         self.on_record = on_record
         #: run the look-ahead path after the block (off when nobody needs it)
         self.ahead_enabled = path is not None
+        #: keep the path's attention outputs in the record (reference pass)
+        self.record_attention = False
+        #: leave the look-ahead to the session: the record gets the block's
+        #: output instead of the look-ahead logits
+        self.defer_ahead = False
         self._hidden_name = _first_param(layer)
         self._record: TapRecord | None = None
 
@@ -127,7 +137,16 @@ class RouterTaps:
             )
         if self.ahead_enabled and self.path is not None:
             hidden = output[0] if isinstance(output, (tuple, list)) else output
-            record.logits[AHEAD] = self.path(hidden, **record.kwargs)
+            if self.defer_ahead:
+                record.ahead_input = hidden
+            else:
+                attention: list[torch.Tensor | None] | None = (
+                    [] if self.record_attention else None
+                )
+                record.logits[AHEAD] = self.path(
+                    hidden, record_attention=attention, **record.kwargs
+                )
+                record.attention = attention
         self.on_record(record)
 
 
@@ -138,13 +157,40 @@ class ReferenceStore:
     def __init__(self) -> None:
         self.samples = 0
         self._per_key: dict[int | str, list[torch.Tensor]] = {}
+        #: look-ahead path layer -> its attention output per sample [seq, hidden]
+        self._attention: dict[int, list[torch.Tensor]] = {}
+        self._path_layers = 0
 
     def add(self, record: TapRecord) -> None:
         batch, seq = record.shape
         for key, logits in record.logits.items():
             per_sample = compact(logits).reshape(batch, seq, -1).unbind(0)
             self._per_key.setdefault(key, []).extend(per_sample)
+        for i, out in enumerate(record.attention or []):
+            if out is not None:
+                per_sample = compact(out).reshape(batch, seq, -1).unbind(0)
+                self._attention.setdefault(i, []).extend(per_sample)
+        self._path_layers = max(self._path_layers, len(record.attention or []))
         self.samples += batch
+
+    def attention(
+        self, indices: Sequence[int], like: torch.Tensor
+    ) -> list[torch.Tensor | None] | None:
+        """The look-ahead path's reference attention outputs of the samples
+        ``indices`` ([len(indices), seq, hidden] per path layer, in ``like``'s
+        dtype and device; None for a layer without attention), or None when the
+        reference pass recorded none."""
+        if not self._path_layers:
+            return None
+        out: list[torch.Tensor | None] = []
+        for i in range(self._path_layers):
+            rows = self._attention.get(i)
+            if rows is None:
+                out.append(None)
+                continue
+            value = torch.stack([rows[int(j)] for j in indices])
+            out.append(value.to(device=like.device, dtype=like.dtype))
+        return out
 
     def keys(self) -> list[int | str]:
         return list(self._per_key)
@@ -156,9 +202,8 @@ class ReferenceStore:
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            t.numel() * t.element_size() for v in self._per_key.values() for t in v
-        )
+        kept = [*self._per_key.values(), *self._attention.values()]
+        return sum(t.numel() * t.element_size() for v in kept for t in v)
 
     def bytes_per_token(self) -> dict[int | str, int]:
         """Stored bytes per calibration token, per router."""

@@ -140,6 +140,8 @@ def test_every_option_reaches_the_tuning_loop(model_dir, quantizers):
             "0.25",
             "--vsraq_lookahead_every",
             "3",
+            "--vsraq_lookahead_attention",
+            "full",
             "--vsraq_no_lookahead",
         )
         == 0
@@ -154,6 +156,7 @@ def test_every_option_reaches_the_tuning_loop(model_dir, quantizers):
         temperature=0.25,
         lookahead=False,
         lookahead_every=3,
+        lookahead_attention="full",
     )
     (q,) = quantizers
     assert q.vsraq == expected and q.objective.config == expected

@@ -1,4 +1,6 @@
-"""lookahead_every: the look-ahead runs on every n-th tuning step only."""
+"""lookahead_every: the look-ahead runs on every n-th tuning step only;
+lookahead_attention: its tuning steps run with the attention frozen at the
+reference, its other passes whole."""
 
 from __future__ import annotations
 
@@ -56,3 +58,53 @@ def test_skipping_the_lookahead_changes_the_tuned_weights():
     _, again1 = _run(1)
     assert all(torch.equal(every1[k], again1[k]) for k in every1)  # deterministic
     assert any(not torch.equal(every1[k], every2[k]) for k in every1)
+
+
+def test_tuning_steps_get_the_frozen_attention_and_the_weights_differ(monkeypatch):
+    """Through AutoRound: with lookahead_attention=reference every tuning step's
+    look-ahead gets the reference attention output of its samples, the reference
+    pass records it and the agreement passes run the path whole; the tuned
+    weights differ from lookahead_attention=full."""
+    seen: list[tuple[bool, str]] = []
+    original = LookaheadPath.__call__
+
+    def spying(self, hidden, *, record_attention=None, attention=None, **kwargs):
+        kind = "record" if record_attention is not None else "whole"
+        if attention is not None:
+            assert [a is not None for a in attention] == [True]  # one layer
+            assert attention[0].shape == hidden.shape
+            kind = "frozen"
+        seen.append((torch.is_grad_enabled(), kind))
+        return original(
+            self,
+            hidden,
+            record_attention=record_attention,
+            attention=attention,
+            **kwargs,
+        )
+
+    monkeypatch.setattr(LookaheadPath, "__call__", spying)
+    weights = {}
+    for mode in ("full", "reference"):
+        seen.clear()
+        model = small_moe(seed=3)
+        quantize(
+            "vsraq",
+            model,
+            iters=ITERS,
+            lookahead_every=1,
+            lookahead_attention=mode,
+            not_use_best_mse=True,
+        )
+        block0 = model.model.layers[0]
+        weights[mode] = {n: p.detach().clone() for n, p in block0.state_dict().items()}
+        first_block = seen[: ITERS + 6]  # reference (2), before (2), steps, after (2)
+        tuning = [kind for grad, kind in first_block if grad]
+        no_grad = [kind for grad, kind in first_block if not grad]
+        if mode == "full":
+            assert tuning == ["whole"] * ITERS and no_grad == ["whole"] * 6
+        else:
+            assert tuning == ["frozen"] * ITERS
+            assert no_grad == ["record"] * 2 + ["whole"] * 4
+    full, frozen = weights["full"], weights["reference"]
+    assert any(not torch.equal(full[k], frozen[k]) for k in full)

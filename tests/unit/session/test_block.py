@@ -99,7 +99,10 @@ def test_reference_then_steps_then_report() -> None:
     assert report.layer == 0 and report.iters == 2
     assert report.agreement_before == {"L0": 1.0, "L1 (look-ahead)": 1.0}
     assert set(report.agreement_after) == set(report.agreement_before)
-    assert report.reference_bytes == SAMPLES * SEQ * 8 * 2 * 2  # 8 experts, fp16
+    # 8 experts on each of 2 routers, and layer 1's frozen attention output (the
+    # default lookahead_attention: reference), all fp16
+    hidden = block.model.config.hidden_size
+    assert report.reference_bytes == SAMPLES * SEQ * (8 * 2 + hidden) * 2
 
 
 def test_agreement_passes_route_the_same_first_samples_only(
@@ -273,3 +276,42 @@ def test_router_inputs_stop_the_block_before_its_experts() -> None:
     assert experts_ran == [] and set(got) == {0}
     assert torch.equal(got[0], torch.cat(full))
     assert got[0].shape == (SAMPLES * SEQ, gate.weight.shape[1])
+
+
+def test_frozen_attention_lookahead_is_the_full_one_at_the_reference() -> None:
+    """``lookahead_attention: reference``: the reference pass keeps layer 1's
+    attention output per sample; a tuning step's look-ahead uses it, so at the
+    reference it gives the full path's loss, and away from it the gradient no
+    longer runs through layer 1's attention; the agreement passes run it whole."""
+    blocks = {}
+    for mode in ("full", "reference"):
+        block = _Block(
+            VSRAQConfig(
+                best_iteration="total", lookahead_every=1, lookahead_attention=mode
+            )
+        )
+        block.reference()
+        block.session.begin_tuning()
+        blocks[mode] = block
+    full, frozen = blocks["full"].session, blocks["reference"].session
+    assert not full.frozen_attention and frozen.frozen_attention
+    hidden = blocks["full"].model.config.hidden_size
+    assert frozen.ref.nbytes == full.ref.nbytes + SAMPLES * SEQ * hidden * 2
+    assert frozen.before.exact_match() == full.before.exact_match() == {0: 1.0, 1: 1.0}
+    values, grads = {}, {}
+    for mode, block in blocks.items():
+        attn = block.model.model.layers[1].self_attn
+        for p in attn.parameters():
+            p.requires_grad_(True)
+        host = torch.tensor(0.5, requires_grad=True)
+        block.forward([0, 1])
+        values[mode] = float(block.session.step_loss(host, [0, 1]).detach())
+        with torch.no_grad():
+            block.layer.self_attn.o_proj.weight.mul_(3.0)
+        block.forward([2, 3])
+        block.session.step_loss(host, [2, 3]).backward()
+        grads[mode] = attn.q_proj.weight.grad
+        block.session.finish()
+    assert values["reference"] == pytest.approx(values["full"], rel=1e-4)
+    assert grads["full"] is not None and grads["full"].abs().sum() > 0
+    assert grads["reference"] is None

@@ -85,6 +85,7 @@ def add_vsraq_arguments(group: Any) -> None:
     for name in (
         "value_target",
         "structure",
+        "lookahead_attention",
         "best_iteration",
         "router_refit",
         "router_refit_target",

@@ -128,6 +128,7 @@ class VSRAQModifier(seams.arguments_seam()):
     temperature: float | None = _option("temperature")
     lookahead: bool = _option("lookahead")
     lookahead_every: int = _option("lookahead_every")
+    lookahead_attention: Literal["full", "reference"] = _option("lookahead_attention")
     best_iteration: Literal["host", "total"] = _option("best_iteration")
     max_flip_share: float | None = _option("max_flip_share")
     router_refit: Literal["auto", "none", "ridge"] = _option("router_refit")
