@@ -89,16 +89,19 @@ class RoutingMemory:
 
     def describe(self) -> str:
         """One log line: the total and how it is made up."""
-        attention = (
-            f" + {self.reference_hidden} values of frozen look-ahead attention"
-            if self.reference_hidden
-            else ""
+        per_token = (
+            f"{self.reference_experts} experts over {self.reference_routers} "
+            "router(s) kept"
         )
+        if self.reference_hidden:
+            per_token = (
+                f"({per_token} + {self.reference_hidden} values of frozen "
+                "look-ahead attention)"
+            )
         ref = (
             f"reference router logits {_gib(self.reference_bytes)} "
-            f"({self.tokens} tokens x ({self.reference_experts} experts over "
-            f"{self.reference_routers} router(s) kept{attention}) x "
-            f"{REFERENCE_LOGIT_BYTES} bytes, block {self.reference_layer})"
+            f"({self.tokens} tokens x {per_token} x {REFERENCE_LOGIT_BYTES} bytes, "
+            f"block {self.reference_layer})"
         )
         ahead = (
             f"look-ahead activations {_gib(self.lookahead_bytes)} "

@@ -64,8 +64,13 @@ def test_memory_estimate_is_logged_and_equals_the_cache(model, reports):
         logger.remove(sink)
     (line,) = [m for m in lines if m.startswith("vsraq: routing memory about")]
     cached = [r.reference_bytes for r in reports]
-    assert cached == [N * SEQ * 8 * 2 * 2, N * SEQ * 8 * 2]  # tokens x E x 2 B x kept
-    assert f"{N * SEQ} tokens x 16 experts over 2 router(s)" in line
+    # tokens x E x 2 B x kept, + block 0's frozen look-ahead attention output
+    # (lookahead_attention reference; tiny hidden size 64)
+    assert cached == [N * SEQ * (8 * 2 + 64) * 2, N * SEQ * 8 * 2]
+    assert (
+        f"{N * SEQ} tokens x (16 experts over 2 router(s) kept + 64 values of "
+        "frozen look-ahead attention)" in line
+    )
 
 
 def test_memory_over_the_limit_stops_before_tuning(model, reports, monkeypatch):

@@ -82,7 +82,9 @@ def test_helper_from_a_model_directory_with_offloading(tmp_path, log_lines):
     assert "host" in block_lines[0] and "structure" in block_lines[0]
     assert "agreement L0" in block_lines[0] and "L1 (look-ahead)" in block_lines[0]
     assert ar.alg_composer.block_quantizer.reports[0].reference_bytes == (
-        4 * 32 * (8 + 8) * 2  # samples x tokens x (own + next router experts) x 2 B
+        # samples x tokens x (own + next router experts + layer 1's frozen
+        # attention output, hidden 64: lookahead_attention reference) x 2 B
+        4 * 32 * (8 + 8 + 64) * 2
     )
 
 

@@ -43,7 +43,8 @@ def test_memory_is_estimated_from_the_first_layer_only(monkeypatch) -> None:
     estimate = check_first_layer(model, first, calls, vsraq=VSRAQConfig(), batch_size=1)
     assert estimate is not None
     assert (estimate.tokens, estimate.batch_tokens) == (24, 16)
-    assert estimate.reference_bytes == 24 * (8 + 8) * 2  # own + look-ahead router
+    # own + look-ahead router, and layer 1's frozen attention output (hidden 64)
+    assert estimate.reference_bytes == 24 * (8 + 8 + 64) * 2
     assert (
         check_first_layer(model, second, calls, vsraq=VSRAQConfig(), batch_size=1)
         is None
