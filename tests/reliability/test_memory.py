@@ -50,15 +50,16 @@ class _Config:
 SITES = [_Site(0, _Spec(8)), _Site(2, _Spec(16))]
 
 
-def test_reference_bytes_by_hand():
-    est = estimate_routing_memory(
-        SITES,
-        num_layers=3,
-        config=_Config(),
-        tokens=100,
-        batch_tokens=10,
-        lookahead=True,
+def _by_hand(sites=SITES, **kwargs):
+    """The estimate for the hand-checked 3-layer model, 100 tokens, 10 per step."""
+    options = {"lookahead": True, **kwargs}
+    return estimate_routing_memory(
+        sites, num_layers=3, config=_Config(), tokens=100, batch_tokens=10, **options
     )
+
+
+def test_reference_bytes_by_hand():
+    est = _by_hand()
     # block 0 keeps its own router (8) and the look-ahead router (16)
     assert est.reference_bytes == 100 * (8 + 16) * 2
     assert (est.reference_layer, est.reference_routers) == (0, 2)
@@ -67,50 +68,24 @@ def test_reference_bytes_by_hand():
     attention = 6 * 64 + 5 * 64 + 5 * 32
     assert est.lookahead_layers == 2
     assert est.lookahead_bytes == 10 * 4 * (2 * attention + 4 * 64 + 16)
-    no_ahead = estimate_routing_memory(
-        SITES,
-        num_layers=3,
-        config=_Config(),
-        tokens=100,
-        batch_tokens=10,
-        lookahead=False,
-    )
+    no_ahead = _by_hand(lookahead=False)
     assert no_ahead.reference_bytes == 100 * 16 * 2 and no_ahead.lookahead_bytes == 0
-    mse = estimate_routing_memory(
-        SITES,
-        num_layers=3,
-        config=_Config(),
-        tokens=100,
-        batch_tokens=10,
-        lookahead=True,
-        routing_loss=False,
-    )
+    mse = _by_hand(routing_loss=False)
     assert mse.reference_bytes == est.reference_bytes and mse.lookahead_bytes == 0
     # lookahead_attention: reference, both path layers with an attention: each
     # keeps its reference output (64 values per token) instead of activations
-    frozen = estimate_routing_memory(
-        SITES,
-        num_layers=3,
-        config=_Config(),
-        tokens=100,
-        batch_tokens=10,
-        lookahead=True,
-        frozen_attention=[1, 2],
-    )
+    frozen = _by_hand(frozen_attention=[1, 2])
     assert frozen.reference_bytes == 100 * (8 + 16 + 2 * 64) * 2
     assert frozen.reference_hidden == 2 * 64
     assert frozen.lookahead_bytes == 10 * 4 * (2 * 5 * 64 + 4 * 64 + 16)
     assert "128 values of frozen look-ahead attention" in frozen.describe()
-    # block 2 (the last router) keeps its own logits only, nothing frozen
-    assert estimate_routing_memory(
-        SITES[1:],
-        num_layers=3,
-        config=_Config(),
-        tokens=100,
-        batch_tokens=10,
-        lookahead=True,
-        frozen_attention=[1, 2],
-    ).reference_hidden == (2 * 64)  # blocks 0 and 1 look ahead to layer 2
+    # only the router of layer 2: block 0's look-ahead freezes layers 1 and 2
+    # (the largest cache), block 1's layer 2 only
+    only_last = _by_hand(SITES[1:], frozen_attention=[1, 2])
+    assert only_last.reference_hidden == 2 * 64
+    assert only_last.reference_bytes == 100 * (16 + 2 * 64) * 2
+    # without a routing loss nothing is frozen
+    assert _by_hand(routing_loss=False, frozen_attention=[1, 2]).reference_hidden == 0
 
 
 def test_over_the_limit_names_estimate_and_options():
